@@ -1,0 +1,156 @@
+//! What the engine returns: a response with the attempts behind it, or an error that
+//! lists them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::stream::ChatStream;
+use crate::error::{AttemptError, ErrorClass};
+use crate::usage::Usage;
+
+/// One call to one target, as reported to the client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRecord {
+    /// The target, as `provider/model`.
+    pub target: Arc<str>,
+    /// The error class, or `None` for the attempt that succeeded.
+    pub class: Option<ErrorClass>,
+    /// The HTTP status the target answered with, if it answered.
+    pub status: Option<u16>,
+    /// Time from the start of the attempt to its outcome, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// A successful response.
+#[derive(Debug)]
+pub struct EngineResponse {
+    /// The route that served the request.
+    pub route: Arc<str>,
+    /// The provider that answered.
+    pub provider: Arc<str>,
+    /// The model name sent to that provider.
+    pub model: Arc<str>,
+    /// Every attempt made, the successful one last.
+    pub attempts: Vec<AttemptRecord>,
+    /// The body.
+    pub body: ResponseBody,
+}
+
+/// The body of a successful response.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// A whole JSON body, as the provider sent it.
+    Complete {
+        /// The bytes of the body.
+        bytes: Bytes,
+        /// Token usage the body reported.
+        usage: Option<Usage>,
+    },
+    /// A server-sent events stream whose first content is already received.
+    Stream(ChatStream),
+}
+
+/// Why a request could not be served.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The requested model names no route and no provider lists it.
+    UnknownRoute {
+        /// The name the client sent.
+        requested: String,
+        /// Names that would have been served.
+        available: Vec<String>,
+    },
+    /// A target rejected the request in a way another target would repeat (an invalid
+    /// request, a content filter refusal), so it was not failed over.
+    Rejected {
+        /// The target's error.
+        error: AttemptError,
+        /// Every attempt made.
+        attempts: Vec<AttemptRecord>,
+    },
+    /// Every target failed or was skipped because its circuit breaker is open.
+    Exhausted {
+        /// The error of the last attempt, or `None` when every target was skipped.
+        last: Option<AttemptError>,
+        /// Every attempt made.
+        attempts: Vec<AttemptRecord>,
+        /// Targets skipped because their breaker is open.
+        skipped: Vec<Arc<str>>,
+        /// When the client may try again: the delay the last target asked for, or the
+        /// time until the first breaker admits probes.
+        retry_after: Option<Duration>,
+    },
+    /// The request deadline (`total_timeout`) passed before a target answered.
+    DeadlineExceeded {
+        /// The error of the last attempt, if one was made.
+        last: Option<AttemptError>,
+        /// Every attempt made.
+        attempts: Vec<AttemptRecord>,
+    },
+}
+
+impl EngineError {
+    /// Returns the attempts made before the request failed.
+    pub fn attempts(&self) -> &[AttemptRecord] {
+        match self {
+            Self::UnknownRoute { .. } => &[],
+            Self::Rejected { attempts, .. }
+            | Self::Exhausted { attempts, .. }
+            | Self::DeadlineExceeded { attempts, .. } => attempts,
+        }
+    }
+
+    /// Returns the message shown to the client.
+    pub fn message(&self) -> String {
+        match self {
+            Self::UnknownRoute {
+                requested,
+                available,
+            } => format!(
+                "no route or model named `{requested}`; available: {}",
+                if available.is_empty() {
+                    "none".to_owned()
+                } else {
+                    available.join(", ")
+                }
+            ),
+            Self::Rejected { error, attempts } => {
+                let target = attempts
+                    .last()
+                    .map(|a| a.target.as_ref())
+                    .unwrap_or("target");
+                format!("{target} rejected the request: {}", error.message)
+            }
+            Self::Exhausted {
+                last: Some(last),
+                attempts,
+                ..
+            } => format!(
+                "all targets failed after {} attempts; last error: {last}",
+                attempts.len()
+            ),
+            Self::Exhausted {
+                last: None,
+                skipped,
+                ..
+            } => format!(
+                "every target is unavailable: circuit breaker open for {}",
+                skipped
+                    .iter()
+                    .map(|t| t.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Self::DeadlineExceeded {
+                last: Some(last), ..
+            } => {
+                format!("request deadline exceeded; last error: {last}")
+            }
+            Self::DeadlineExceeded { last: None, .. } => "request deadline exceeded".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The part of a streamed response after its first content reached the client.
+//!
+//! Events pass through byte for byte. Each is read only to check that it is well formed
+//! and to pick up `usage`. A failure after this point cannot be failed over, so it ends
+//! the stream with an OpenAI-style error event and without `data: [DONE]`, never with a
+//! silent truncation.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use adpa_resilience::circuit_breaker::Outcome;
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::json;
+
+use super::body::BodyReader;
+use super::BreakerGuard;
+use crate::error::{AttemptError, ErrorClass};
+use crate::provider::openai::{self, StreamEvent};
+use crate::sse::EventSplitter;
+use crate::usage::Usage;
+
+/// A streamed chat completion, as server-sent event bytes.
+///
+/// The stream never fails: an upstream failure becomes its last item, an error event.
+///
+/// # Cancel safety
+///
+/// Dropping it closes the upstream connection, so the provider stops generating, and
+/// frees the target's half-open probe slot if it held one.
+pub struct ChatStream {
+    inner: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+}
+
+impl fmt::Debug for ChatStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for ChatStream {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+struct State {
+    reader: BodyReader,
+    splitter: EventSplitter,
+    pending: VecDeque<Bytes>,
+    guard: BreakerGuard,
+    usage: Option<Usage>,
+    finished: bool,
+}
+
+impl ChatStream {
+    pub(crate) fn new(
+        reader: BodyReader,
+        splitter: EventSplitter,
+        held: VecDeque<Bytes>,
+        guard: BreakerGuard,
+    ) -> Self {
+        let state = State {
+            reader,
+            splitter,
+            pending: held,
+            guard,
+            usage: None,
+            finished: false,
+        };
+        let inner = futures_util::stream::unfold(state, |mut state| async move {
+            let item = state.next_item().await?;
+            Some((item, state))
+        });
+        Self {
+            inner: Box::pin(inner),
+        }
+    }
+}
+
+impl State {
+    /// Returns the next bytes for the client, reading upstream when nothing is pending.
+    async fn next_item(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.finished {
+                return None;
+            }
+            self.read_more().await;
+        }
+    }
+
+    /// Reads one upstream chunk and queues the whole events it completes.
+    async fn read_more(&mut self) {
+        let chunk = match self.reader.next_chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
+                let message = if self.splitter.remainder().is_empty() {
+                    "stream ended without data: [DONE]"
+                } else {
+                    "stream ended in the middle of an event"
+                };
+                return self.fail(AttemptError::new(ErrorClass::Server, message));
+            }
+            Err(error) => return self.fail(error),
+        };
+
+        self.splitter.push(&chunk);
+        while let Some(event) = self.splitter.next_event() {
+            match openai::inspect_stream_event(&event) {
+                Ok(StreamEvent::Done) => {
+                    self.pending.push_back(event);
+                    return self.succeed();
+                }
+                Ok(StreamEvent::Content { usage }) => {
+                    self.usage = usage.or(self.usage);
+                    self.pending.push_back(event);
+                }
+                Ok(StreamEvent::Usage(usage)) => {
+                    self.usage = Some(usage);
+                    self.pending.push_back(event);
+                }
+                Ok(StreamEvent::Preamble) => self.pending.push_back(event),
+                Err(error) => return self.fail(error),
+            }
+        }
+    }
+
+    fn succeed(&mut self) {
+        self.finished = true;
+        self.guard.finish(Outcome::Success);
+        tracing::trace!(
+            request_id = %self.guard.request_id(),
+            target = %self.guard.target().id,
+            usage = ?self.usage,
+            "stream completed"
+        );
+    }
+
+    fn fail(&mut self, error: AttemptError) {
+        self.finished = true;
+        self.guard.fail(&error);
+        let target = &self.guard.target().id;
+        tracing::warn!(
+            request_id = %self.guard.request_id(),
+            target = %target,
+            class = %error.class,
+            error = %error.message,
+            "stream failed after content was sent; ending it with an error event"
+        );
+        self.pending
+            .push_back(error_event(&error, target, self.guard.request_id()));
+    }
+}
+
+/// Encodes a failure as an SSE event in OpenAI's error shape.
+pub fn error_event(error: &AttemptError, target: &str, request_id: &str) -> Bytes {
+    let body = json!({
+        "error": {
+            "message": format!("{target} failed mid-stream: {}", error.message),
+            "type": "server_error",
+            "code": error.class.as_str(),
+            "request_id": request_id,
+            "attempts": [{
+                "target": target,
+                "class": error.class.as_str(),
+                "status": error.status,
+            }],
+        }
+    });
+    Bytes::from(format!("data: {body}\n\n"))
+}
