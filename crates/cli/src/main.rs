@@ -1,1 +1,216 @@
-fn main() {}
+//! The `adpa` command: the gateway, a config check and a simulated provider.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod default_config;
+mod logging;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use adpa_gateway::{Gateway, GatewayConfig};
+use adpa_llm::Engine;
+use adpa_testkit::sim::{FaultScript, SimHandle};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use logging::LogFormat;
+
+/// A resilience gateway for applications that call LLM providers.
+#[derive(Debug, Parser)]
+#[command(name = "adpa", version, about)]
+struct Cli {
+    /// Log format on standard error. The level comes from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the OpenAI-compatible gateway.
+    Serve {
+        /// Config file (TOML). Without one, providers come from API keys in the
+        /// environment, or two simulated providers start on loopback ports.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address to listen on, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a config file without serving it.
+    Check {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a simulated OpenAI-compatible provider with scripted faults.
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+        /// Fault script (TOML). Without one, every request succeeds.
+        #[arg(long)]
+        faults: Option<PathBuf>,
+        /// Name the provider uses in its replies.
+        #[arg(long, default_value = "sim")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Serve { config, listen } => serve(config.as_deref(), listen).await,
+        Command::Check { config } => check(&config),
+        Command::Sim {
+            listen,
+            faults,
+            name,
+        } => sim(listen, faults.as_deref(), &name).await,
+    }
+}
+
+async fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> Result<ExitCode> {
+    // Keeps the simulated providers of the embedded default running while serving.
+    let mut _sims = Vec::new();
+    let mut config = match path {
+        Some(path) => GatewayConfig::from_file(path)?,
+        None => {
+            let (config, sims) = default_config::build().await?;
+            _sims = sims;
+            config
+        }
+    };
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+
+    let gateway = Gateway::start(&config).await?;
+    let addr = gateway.addr();
+    let routes = gateway.engine().routes();
+    tracing::info!(%addr, routes = routes.len(), "gateway started");
+
+    let example = routes.first().map_or("chat", |route| route.name.as_str());
+    println!("adpa gateway listening on http://{addr}");
+    for route in &routes {
+        println!("  route {:<16} -> {}", route.name, route.targets.join(", "));
+    }
+    println!("try:");
+    println!(
+        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{example}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}' -D -"
+    );
+
+    gateway.serve_until(shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &Path) -> Result<ExitCode> {
+    let config = match GatewayConfig::from_file(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{}: {err}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match Engine::new(&config.engine()) {
+        Ok(engine) => {
+            println!(
+                "{}: config is valid; listens on {}",
+                path.display(),
+                config.server.listen
+            );
+            for route in engine.routes() {
+                let kind = if route.implicit { " (implicit)" } else { "" };
+                println!(
+                    "  route {}{kind}: {}",
+                    route.name,
+                    route.targets.join(" -> ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{}: {errors}", path.display());
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn sim(listen: SocketAddr, faults: Option<&Path>, name: &str) -> Result<ExitCode> {
+    let script = match faults {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read fault script {}", path.display()))?;
+            toml::from_str::<FaultScript>(&text)
+                .with_context(|| format!("invalid fault script {}", path.display()))?
+        }
+        None => FaultScript::default(),
+    };
+    let handle = SimHandle::start(name, script, listen)
+        .await
+        .with_context(|| format!("cannot start the simulated provider on {listen}"))?;
+    println!(
+        "simulated provider {name} listening; base_url = \"{}\"",
+        handle.base_url()
+    );
+    println!("stats: curl -s http://{}/_sim/stats", handle.addr());
+
+    shutdown_signal().await;
+    handle.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = interrupt => tracing::info!("received SIGINT; shutting down"),
+        () = terminate => tracing::info!("received SIGTERM; shutting down"),
+    }
+}

@@ -8,10 +8,10 @@ use serde::Serialize;
 /// The category of a failed attempt.
 ///
 /// The classifier assigns one per failure; the recovery strategy, the circuit breaker
-/// and the status code sent to the client are all decided from it.
+/// and the status code sent to the client are all decided from it. The set is closed on
+/// purpose, so that callers can map every class with an exhaustive `match`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ErrorClass {
     /// The connection could not be opened, or broke.
     Network,

@@ -55,7 +55,6 @@ pub enum ResponseBody {
 
 /// Why a request could not be served.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum EngineError {
     /// The requested model names no route and no provider lists it.
     UnknownRoute {

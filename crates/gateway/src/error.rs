@@ -1,0 +1,264 @@
+//! Errors sent to clients, in OpenAI's error shape with the request id and the attempts.
+
+use std::time::Duration;
+
+use adpa_llm::{AttemptRecord, EngineError, ErrorClass, RequestError};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::headers;
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// OpenAI's `error.type`.
+    pub kind: &'static str,
+    /// OpenAI's `error.code`.
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Value of `Retry-After`, in whole seconds rounded up.
+    pub retry_after: Option<Duration>,
+    /// Attempts made before the failure.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<()>,
+    code: &'a str,
+    request_id: &'a str,
+    attempts: &'a [AttemptRecord],
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// A request body over `max_body_size`.
+    pub fn body_too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!(
+                "request body is larger than the limit of {limit} bytes (server.max_body_size)"
+            ),
+        )
+    }
+
+    /// A request body that could not be read.
+    pub fn body_unreadable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_body",
+            message,
+        )
+    }
+
+    /// A request body that is not a valid chat completion request.
+    pub fn invalid_request(error: &RequestError) -> Self {
+        let code = match error {
+            RequestError::Json(_) => "invalid_json",
+            _ => "invalid_request",
+        };
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            error.to_string(),
+        )
+    }
+
+    /// Maps an engine failure to its status, type and code.
+    pub fn from_engine(error: EngineError) -> Self {
+        let message = error.message();
+        match error {
+            EngineError::UnknownRoute { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                message,
+            ),
+            EngineError::Rejected { error, attempts } => {
+                let (status, kind, code) = class_response(error.class);
+                Self {
+                    attempts,
+                    ..Self::new(status, kind, code, message)
+                }
+            }
+            EngineError::Exhausted {
+                last: Some(last),
+                attempts,
+                retry_after,
+                ..
+            } => {
+                let (status, kind, code) = match last.class {
+                    ErrorClass::RateLimited | ErrorClass::QuotaExhausted => {
+                        class_response(last.class)
+                    }
+                    _ => (
+                        StatusCode::BAD_GATEWAY,
+                        "server_error",
+                        "all_targets_failed",
+                    ),
+                };
+                Self {
+                    attempts,
+                    retry_after,
+                    ..Self::new(status, kind, code, message)
+                }
+            }
+            EngineError::Exhausted {
+                last: None,
+                attempts,
+                retry_after,
+                ..
+            } => Self {
+                attempts,
+                retry_after,
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "circuit_open",
+                    message,
+                )
+            },
+            EngineError::DeadlineExceeded { attempts, .. } => Self {
+                attempts,
+                ..Self::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "server_error",
+                    "deadline_exceeded",
+                    message,
+                )
+            },
+        }
+    }
+
+    /// Builds the response, with the request id in the body and in `x-request-id`.
+    pub fn into_response_with_id(self, request_id: &str) -> Response {
+        let body = Envelope {
+            error: Body {
+                message: &self.message,
+                kind: self.kind,
+                param: None,
+                code: self.code,
+                request_id,
+                attempts: &self.attempts,
+            },
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (
+            self.status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response();
+
+        let response_headers = response.headers_mut();
+        headers::set_attempts(response_headers, &self.attempts);
+        if let Some(delay) = self.retry_after {
+            let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+            response_headers.insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(seconds.max(1)),
+            );
+        }
+        response
+    }
+}
+
+/// Status, OpenAI `type` and `code` for an upstream failure the client sees directly.
+///
+/// The match has no catch-all arm, so a new error class must be mapped here.
+fn class_response(class: ErrorClass) -> (StatusCode, &'static str, &'static str) {
+    match class {
+        ErrorClass::InvalidRequest => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        ErrorClass::ContextLength => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "context_length_exceeded",
+        ),
+        ErrorClass::ContentFilter => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "content_filter",
+        ),
+        ErrorClass::RateLimited => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+        ),
+        ErrorClass::QuotaExhausted => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            "insufficient_quota",
+        ),
+        ErrorClass::Auth => (
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "upstream_auth_failed",
+        ),
+        ErrorClass::NotFound => (
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "upstream_model_not_found",
+        ),
+        ErrorClass::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            "upstream_timeout",
+        ),
+        ErrorClass::Network => (
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "upstream_unreachable",
+        ),
+        ErrorClass::Server => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
+        ErrorClass::Overloaded => (
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "upstream_overloaded",
+        ),
+        ErrorClass::State => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "state_error",
+        ),
+        ErrorClass::Resource => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "resource_exhausted",
+        ),
+    }
+}

@@ -1,0 +1,139 @@
+//! Request handlers.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use adpa_llm::{ChatRequest, RequestContext, ResponseBody};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::headers;
+use crate::server::{AppState, RequestId};
+
+/// `POST /v1/chat/completions`.
+pub(crate) async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    request_headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(&request_headers, body, state.max_body_size).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.into_response_with_id(&request_id),
+    };
+    let request = match ChatRequest::parse(&bytes) {
+        Ok(request) => request,
+        Err(error) => return ApiError::invalid_request(&error).into_response_with_id(&request_id),
+    };
+    tracing::trace!(request_id = %request_id, model = request.model(), stream = request.is_stream(), "chat completion request");
+
+    let context = RequestContext {
+        request_id: Arc::clone(&request_id),
+    };
+    let response = match state.engine.execute(&request, &context).await {
+        Ok(response) => response,
+        Err(error) => return ApiError::from_engine(error).into_response_with_id(&request_id),
+    };
+
+    let (content_type, body) = match response.body {
+        ResponseBody::Complete { bytes, .. } => ("application/json", Body::from(bytes)),
+        ResponseBody::Stream(stream) => (
+            "text/event-stream",
+            Body::from_stream(stream.map(Ok::<_, Infallible>)),
+        ),
+    };
+    let mut reply = (StatusCode::OK, body).into_response();
+    let reply_headers = reply.headers_mut();
+    reply_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if content_type == "text/event-stream" {
+        reply_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    reply_headers.insert(
+        headers::ATTEMPTS,
+        HeaderValue::from(response.attempts.len()),
+    );
+    headers::set_target(reply_headers, &response.provider, &response.model);
+    reply
+}
+
+/// Reads the request body, rejecting one over `limit` bytes with a 413 before reading it
+/// when `Content-Length` already says so.
+async fn read_body(request_headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = request_headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::body_too_large(limit));
+    }
+
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(ApiError::body_too_large(limit)),
+        Err(err) => Err(ApiError::body_unreadable(format!(
+            "cannot read request body: {err}"
+        ))),
+    }
+}
+
+/// `GET /v1/models`: the routes, in OpenAI's model list shape.
+pub(crate) async fn models(State(state): State<Arc<AppState>>) -> Response {
+    let data: Vec<_> = state
+        .engine
+        .routes()
+        .into_iter()
+        .map(|route| {
+            json!({
+                "id": route.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "adpa",
+                "targets": route.targets,
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /healthz`: the process is up.
+pub(crate) async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// `GET /readyz`: the gateway accepts new requests; 503 while it drains for shutdown.
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response();
+    }
+    Json(json!({"status": "ready"})).into_response()
+}
+
+/// Any other path: an OpenAI-shaped 404.
+pub(crate) async fn not_found(
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    uri: axum::http::Uri,
+) -> Response {
+    let body = json!({
+        "error": {
+            "message": format!("no endpoint at {}; the gateway serves POST /v1/chat/completions and GET /v1/models", uri.path()),
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "unknown_url",
+            "request_id": &*request_id,
+        }
+    });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}

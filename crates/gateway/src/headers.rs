@@ -1,0 +1,32 @@
+//! The response headers that say who answered a request.
+
+use adpa_llm::AttemptRecord;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The request id, taken from the client's header when it sent a usable one.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The provider that answered.
+pub const PROVIDER: HeaderName = HeaderName::from_static("x-adpa-provider");
+/// The model name sent to that provider.
+pub const MODEL: HeaderName = HeaderName::from_static("x-adpa-model");
+/// The number of attempts the request took.
+pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-adpa-attempts");
+
+/// Sets `x-adpa-attempts`, and `x-adpa-provider` and `x-adpa-model` from the last
+/// attempt's target when there was one.
+pub fn set_attempts(headers: &mut HeaderMap, attempts: &[AttemptRecord]) {
+    headers.insert(ATTEMPTS, HeaderValue::from(attempts.len()));
+    if let Some((provider, model)) = attempts.last().and_then(|a| a.target.split_once('/')) {
+        set_target(headers, provider, model);
+    }
+}
+
+/// Sets `x-adpa-provider` and `x-adpa-model`.
+pub fn set_target(headers: &mut HeaderMap, provider: &str, model: &str) {
+    if let Ok(value) = HeaderValue::from_str(provider) {
+        headers.insert(PROVIDER, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(model) {
+        headers.insert(MODEL, value);
+    }
+}
