@@ -6,6 +6,7 @@
 mod default_config;
 mod logging;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -109,24 +110,40 @@ async fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> Result<ExitCo
         config.server.listen = listen;
     }
 
+    let signal = shutdown_signal()?;
     let gateway = Gateway::start(&config).await?;
     let addr = gateway.addr();
     let routes = gateway.engine().routes();
     tracing::info!(%addr, routes = routes.len(), "gateway started");
 
-    let example = routes.first().map_or("chat", |route| route.name.as_str());
-    println!("adpa gateway listening on http://{addr}");
-    for route in &routes {
-        println!("  route {:<16} -> {}", route.name, route.targets.join(", "));
+    // A closed standard output (the reader went away) must not stop the gateway.
+    if let Err(err) = print_banner(addr, &routes) {
+        tracing::debug!(error = %err, "cannot print the start banner");
     }
-    println!("try:");
-    println!(
-        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{example}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}' -D -"
-    );
 
-    gateway.serve_until(shutdown_signal()).await?;
+    gateway.serve_until(signal).await?;
     tracing::info!("gateway stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_banner(addr: SocketAddr, routes: &[adpa_llm::RouteInfo]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let example = routes.first().map_or("chat", |route| route.name.as_str());
+    writeln!(out, "adpa gateway listening on http://{addr}")?;
+    for route in routes {
+        writeln!(
+            out,
+            "  route {:<16} -> {}",
+            route.name,
+            route.targets.join(", ")
+        )?;
+    }
+    writeln!(out, "try:")?;
+    writeln!(
+        out,
+        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{example}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}' -D -"
+    )?;
+    out.flush()
 }
 
 fn check(path: &Path) -> Result<ExitCode> {
@@ -171,6 +188,7 @@ async fn sim(listen: SocketAddr, faults: Option<&Path>, name: &str) -> Result<Ex
         }
         None => FaultScript::default(),
     };
+    let signal = shutdown_signal()?;
     let handle = SimHandle::start(name, script, listen)
         .await
         .with_context(|| format!("cannot start the simulated provider on {listen}"))?;
@@ -180,37 +198,34 @@ async fn sim(listen: SocketAddr, faults: Option<&Path>, name: &str) -> Result<Ex
     );
     println!("stats: curl -s http://{}/_sim/stats", handle.addr());
 
-    shutdown_signal().await;
+    signal.await;
     handle.stop();
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Registers for SIGINT (Ctrl-C) and SIGTERM at once, so that a signal that arrives
+/// before the returned future is first polled is not lost, and returns a future that
+/// completes on the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
 
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("received SIGINT; shutting down"),
+            _ = terminate.recv() => tracing::info!("received SIGTERM; shutting down"),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
+    })
+}
 
-    tokio::select! {
-        () = interrupt => tracing::info!("received SIGINT; shutting down"),
-        () = terminate => tracing::info!("received SIGTERM; shutting down"),
-    }
+/// Returns a future that completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("received Ctrl-C; shutting down");
+        }
+    })
 }

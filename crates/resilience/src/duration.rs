@@ -86,6 +86,12 @@ mod tests {
     }
 
     #[test]
+    fn deserializes_field() {
+        let holder: Holder = toml::from_str("value = \"250ms\"").unwrap();
+        assert_eq!(holder.value, Duration::from_millis(250));
+    }
+
+    #[test]
     fn bare_number_names_the_fix() {
         let err = toml::from_str::<Holder>("value = 30")
             .err()
