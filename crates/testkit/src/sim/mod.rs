@@ -13,7 +13,7 @@ mod connection;
 pub mod openai;
 mod script;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,7 +44,7 @@ pub struct SimStats {
     /// Requests per injected fault, by fault label.
     pub faults: BTreeMap<String, u64>,
     /// The most recent requests, oldest first.
-    pub log: Vec<RequestRecord>,
+    pub log: VecDeque<RequestRecord>,
 }
 
 /// One chat completion request as the provider saw it.
@@ -108,9 +108,9 @@ impl Shared {
             *stats.faults.entry(fault.clone()).or_default() += 1;
         }
         if stats.log.len() >= LOG_LIMIT {
-            stats.log.remove(0);
+            stats.log.pop_front();
         }
-        stats.log.push(record);
+        stats.log.push_back(record);
     }
 }
 
