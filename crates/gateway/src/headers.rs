@@ -1,11 +1,11 @@
-//! The response headers that say who answered a request.
+//! The response headers that name the target that served a request.
 
 use adpa_llm::AttemptRecord;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The request id, taken from the client's header when it sent a usable one.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// The provider that answered.
+/// The provider that served the request.
 pub const PROVIDER: HeaderName = HeaderName::from_static("x-adpa-provider");
 /// The model name sent to that provider.
 pub const MODEL: HeaderName = HeaderName::from_static("x-adpa-model");

@@ -4,7 +4,7 @@
 //! `POST /v1/chat/completions` (streamed and not), `GET /v1/models`, `GET /healthz` and
 //! `GET /readyz`. Every error body is OpenAI-shaped and carries the request id and the
 //! attempts made; `x-request-id`, `x-adpa-provider`, `x-adpa-model` and
-//! `x-adpa-attempts` say who answered.
+//! `x-adpa-attempts` name the target that served the request.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -138,7 +138,7 @@ impl fmt::Display for ErrorClass {
 pub struct AttemptError {
     /// The error class.
     pub class: ErrorClass,
-    /// The HTTP status the target answered with, if it answered.
+    /// The HTTP status the target returned, if it responded.
     pub status: Option<u16>,
     /// What went wrong, safe to show to the client: it never contains a key or the
     /// prompt.

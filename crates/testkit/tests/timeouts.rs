@@ -137,3 +137,92 @@ async fn total_timeout_bounds_all_attempts() {
     );
     assert_eq!(reply.json()["error"]["code"], "deadline_exceeded");
 }
+
+#[tokio::test]
+async fn blocked_write_times_out() {
+    // An upstream that accepts connections but never reads: a large request body fills
+    // the socket buffers and the write blocks.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+
+    let config = format!(
+        "[server]\nmax_body_size = \"64MiB\"\n\
+         [providers.deaf]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmodels = [\"m\"]\n\
+         [routes.chat]\nprimary = \"deaf\"\n[routes.chat.retry]\nmax_retries = 0\n\
+         [routes.chat.timeouts]\nwrite_timeout = \"300ms\"\n"
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+    let body = serde_json::json!({
+        "model": "chat",
+        "messages": [{"role": "user", "content": "x".repeat(40 * 1024 * 1024)}],
+    })
+    .to_string();
+
+    let started = Instant::now();
+    let reply = request(gateway.addr(), "POST", "/v1/chat/completions", body).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let error = &reply.json()["error"];
+    assert_eq!(error["attempts"][0]["class"], "timeout", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("write timed out"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    held.abort();
+}
+
+#[tokio::test]
+async fn connect_times_out_on_full_backlog() {
+    // A listener that never accepts, with its accept queue already full: the kernel drops
+    // further SYNs, so a new connection neither opens nor fails.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let _listener = socket.listen(0).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let filler = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(200), filler.connect(addr)).await
+        {
+            fillers.push(stream);
+        }
+    }
+
+    let config = format!(
+        "[providers.full]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmodels = [\"m\"]\n\
+         [routes.chat]\nprimary = \"full\"\n[routes.chat.retry]\nmax_retries = 0\n\
+         [routes.chat.timeouts]\nconnect_timeout = \"300ms\"\n"
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    let started = Instant::now();
+    let reply = chat(gateway.addr(), "chat").await;
+    let elapsed = started.elapsed();
+    let error = &reply.json()["error"];
+    assert_eq!(error["attempts"][0]["class"], "timeout", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect timed out"),
+        "{error}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+}

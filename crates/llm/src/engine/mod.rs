@@ -1,6 +1,6 @@
 //! The routing engine: expands a route into targets, runs attempts through each
 //! target's circuit breaker and timeouts, classifies failures, and retries or fails
-//! over until a target answers or the request deadline passes.
+//! over until a target responds or the request deadline passes.
 
 mod attempt;
 mod body;

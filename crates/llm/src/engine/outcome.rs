@@ -1,5 +1,5 @@
-//! What the engine returns: a response with the attempts behind it, or an error that
-//! lists them.
+//! Engine results: a response with the attempts behind it, or an error that lists
+//! them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ pub struct AttemptRecord {
     pub target: Arc<str>,
     /// The error class, or `None` for the attempt that succeeded.
     pub class: Option<ErrorClass>,
-    /// The HTTP status the target answered with, if it answered.
+    /// The HTTP status the target returned, if it responded.
     pub status: Option<u16>,
     /// Time from the start of the attempt to its outcome, in milliseconds.
     pub duration_ms: u64,
@@ -29,7 +29,7 @@ pub struct AttemptRecord {
 pub struct EngineResponse {
     /// The route that served the request.
     pub route: Arc<str>,
-    /// The provider that answered.
+    /// The provider that served the request.
     pub provider: Arc<str>,
     /// The model name sent to that provider.
     pub model: Arc<str>,
@@ -53,7 +53,7 @@ pub enum ResponseBody {
     Stream(ChatStream),
 }
 
-/// Why a request could not be served.
+/// A failure to serve a request.
 #[derive(Debug)]
 pub enum EngineError {
     /// The requested model names no route and no provider lists it.
@@ -83,7 +83,7 @@ pub enum EngineError {
         /// time until the first breaker admits probes.
         retry_after: Option<Duration>,
     },
-    /// The request deadline (`total_timeout`) passed before a target answered.
+    /// The request deadline (`total_timeout`) passed before a target responded.
     DeadlineExceeded {
         /// The error of the last attempt, if one was made.
         last: Option<AttemptError>,

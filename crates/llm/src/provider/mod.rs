@@ -1,4 +1,4 @@
-//! Provider wire formats: how a request is sent to a provider and how its answers and
+//! Provider wire formats: how a request is sent to a provider and how its responses and
 //! errors are read.
 
 pub mod openai;

@@ -157,7 +157,7 @@ struct ErrorEnvelope {
     error: ErrorBody,
 }
 
-/// Classifies a non-2xx answer from an OpenAI-compatible server by its status and, where
+/// Classifies a non-2xx response from an OpenAI-compatible server by its status and, where
 /// the status alone is ambiguous, by `error.type` and `error.code` of the body.
 ///
 /// A body that is not OpenAI's JSON error shape (an HTML page from a proxy, say) is

@@ -29,6 +29,7 @@ struct Request {
     method: String,
     path: String,
     keep_alive: bool,
+    api_key: Option<String>,
     body: Bytes,
 }
 
@@ -93,6 +94,7 @@ async fn read_request(
                 let path = parsed.path.unwrap_or_default().to_owned();
                 let mut content_length = 0usize;
                 let mut keep_alive = parsed.version == Some(1);
+                let mut api_key = None;
                 for header in parsed.headers.iter() {
                     let value = std::str::from_utf8(header.value).unwrap_or_default().trim();
                     if header.name.eq_ignore_ascii_case("content-length") {
@@ -106,6 +108,8 @@ async fn read_request(
                         );
                     } else if header.name.eq_ignore_ascii_case("connection") {
                         keep_alive = !value.eq_ignore_ascii_case("close");
+                    } else if header.name.eq_ignore_ascii_case("authorization") {
+                        api_key = value.strip_prefix("Bearer ").map(str::to_owned);
                     }
                 }
                 if content_length > MAX_BODY {
@@ -123,6 +127,7 @@ async fn read_request(
                     method,
                     path,
                     keep_alive,
+                    api_key,
                     body,
                 }));
             }
@@ -245,6 +250,7 @@ async fn chat(
         model: model.clone(),
         stream,
         fault: fault.as_ref().map(FaultKind::label),
+        api_key: request.api_key.clone(),
     });
 
     if !latency.is_zero()

@@ -60,6 +60,9 @@ pub struct RequestRecord {
     pub stream: bool,
     /// The label of the injected fault, if any.
     pub fault: Option<String>,
+    /// The bearer token of the `Authorization` header, so tests can check which key
+    /// reached the provider. Simulated providers only ever see test keys.
+    pub api_key: Option<String>,
 }
 
 /// A running simulated provider. Dropping the handle stops it.

@@ -21,7 +21,7 @@ MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
 def make_client(base_url):
-    # The SDK retries 429 and 5xx answers by itself; turn that off so every request the
+    # The SDK retries 429 and 5xx responses by itself; turn that off so every request the
     # test counts is one request to the gateway.
     return openai.OpenAI(base_url=base_url, api_key="not-checked", max_retries=0, timeout=30)
 
