@@ -121,7 +121,7 @@ pub enum LoadError {
     Invalid {
         /// Dotted key path of the problem.
         path: String,
-        /// What is wrong, with the accepted keys or values where known.
+        /// Description of the problem, with the accepted keys or values where known.
         message: String,
     },
 }

@@ -18,7 +18,7 @@ pub struct ApiError {
     pub kind: &'static str,
     /// OpenAI's `error.code`.
     pub code: &'static str,
-    /// What went wrong, for people.
+    /// Description of the failure, for people.
     pub message: String,
     /// Value of `Retry-After`, in whole seconds rounded up.
     pub retry_after: Option<Duration>,
@@ -59,7 +59,7 @@ impl ApiError {
         }
     }
 
-    /// A request body over `max_body_size`.
+    /// Creates the error for a request body over `max_body_size`.
     pub fn body_too_large(limit: u64) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,7 +71,7 @@ impl ApiError {
         )
     }
 
-    /// A request body that could not be read.
+    /// Creates the error for a request body that could not be read.
     pub fn body_unreadable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -81,7 +81,7 @@ impl ApiError {
         )
     }
 
-    /// A request body that is not a valid chat completion request.
+    /// Creates the error for a body that is not a valid chat completion request.
     pub fn invalid_request(error: &RequestError) -> Self {
         let code = match error {
             RequestError::Json(_) => "invalid_json",

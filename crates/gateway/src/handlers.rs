@@ -65,7 +65,7 @@ pub(crate) async fn chat_completions(
 }
 
 /// Reads the request body, rejecting one over `limit` bytes with a 413 before reading it
-/// when `Content-Length` already says so.
+/// when `Content-Length` already announces the size.
 async fn read_body(request_headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
     let declared = request_headers
         .get(header::CONTENT_LENGTH)

@@ -24,7 +24,7 @@ pub enum ErrorClass {
     /// The provider failed with a 5xx status or sent a body that is not what its API
     /// promises (an HTML error page, truncated JSON, a stream without its end marker).
     Server,
-    /// The provider says it is overloaded (HTTP 503, Anthropic's 529).
+    /// The provider reports that it is overloaded (HTTP 503, Anthropic's 529).
     Overloaded,
     /// The provider rejected the credentials (HTTP 401 or 403).
     Auth,
@@ -108,8 +108,8 @@ impl ErrorClass {
         }
     }
 
-    /// Returns whether the error says the target is unhealthy, so the circuit breaker
-    /// counts it. A client's bad request or a missing model says nothing about health.
+    /// Returns whether the error means the target is unhealthy, so the circuit breaker
+    /// counts it. A client's bad request or a missing model tells nothing about health.
     pub fn counts_against_target(self) -> bool {
         match self {
             Self::Network | Self::Timeout | Self::RateLimited | Self::Server | Self::Overloaded => {
@@ -140,8 +140,8 @@ pub struct AttemptError {
     pub class: ErrorClass,
     /// The HTTP status the target returned, if it responded.
     pub status: Option<u16>,
-    /// What went wrong, safe to show to the client: it never contains a key or the
-    /// prompt.
+    /// Description of the failure, safe to show to the client because it is built from
+    /// status lines and provider error messages, never from the key or the prompt.
     pub message: String,
     /// The delay the target asked for before a retry.
     pub retry_after: Option<Duration>,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use adpa_gateway::{Gateway, GatewayConfig, StartError};
 
 /// Starts a gateway in-process from TOML text, listening on a free loopback port
-/// whatever `server.listen` says.
+/// whatever `server.listen` is set to.
 ///
 /// # Errors
 ///

@@ -1,4 +1,4 @@
-//! Retries that honour the delay a provider asks for, within the request deadline.
+//! Retries that honour the delay a provider requests, within the request deadline.
 
 mod support;
 

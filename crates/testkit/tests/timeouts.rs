@@ -1,4 +1,4 @@
-//! Timeouts: a stalled stream, a target that never answers, the request deadline.
+//! Timeouts: a stalled stream, a target that never responds, the request deadline.
 
 mod support;
 

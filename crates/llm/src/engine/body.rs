@@ -77,17 +77,21 @@ impl BodyReader {
             return Ok(first);
         };
 
+        let too_large = || {
+            AttemptError::new(
+                ErrorClass::Server,
+                format!("response body larger than {limit} bytes"),
+            )
+        };
         let mut collected = BytesMut::with_capacity(first.len() + second.len());
+        let mut next = Some(second);
         collected.extend_from_slice(&first);
-        collected.extend_from_slice(&second);
-        while let Some(chunk) = self.next_chunk().await? {
+        while let Some(chunk) = next {
             if collected.len() + chunk.len() > limit {
-                return Err(AttemptError::new(
-                    ErrorClass::Server,
-                    format!("response body larger than {limit} bytes"),
-                ));
+                return Err(too_large());
             }
             collected.extend_from_slice(&chunk);
+            next = self.next_chunk().await?;
         }
         Ok(collected.freeze())
     }

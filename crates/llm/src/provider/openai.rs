@@ -50,7 +50,7 @@ pub fn inspect_completion(body: &[u8]) -> Result<Option<Usage>, AttemptError> {
     }
 }
 
-/// What one streamed event means for the gateway.
+/// The meaning of one streamed event for the gateway.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     /// An event without content (a role-only delta, a comment): held back before the

@@ -3,7 +3,7 @@
 //!
 //! The delay before retry `n` (counting from 0) is
 //! `base_delay × backoff_factor^n`, capped at `max_delay`, then spread uniformly by
-//! `±jitter` of itself and capped again. A delay the server asks for (`Retry-After`,
+//! `±jitter` of itself and capped again. A delay the server requests (`Retry-After`,
 //! `retry-after-ms`) replaces the computed one. [`RetryConfig::decide`] never returns a
 //! delay that ends past the deadline: it gives up instead, so the caller can fail over
 //! or fail at once.
@@ -44,7 +44,7 @@ pub struct RetryConfig {
     pub base_delay: Duration,
     /// Multiplier applied to the delay for each further retry.
     pub backoff_factor: f64,
-    /// Upper bound of a computed delay. A server that asks for a longer delay makes the
+    /// Upper bound of a computed delay. A server that requests a longer delay makes the
     /// request give up on this target instead of sleeping.
     #[serde(with = "crate::duration")]
     pub max_delay: Duration,
@@ -64,7 +64,7 @@ impl Default for RetryConfig {
     }
 }
 
-/// What to do after an attempt failed with an error worth retrying.
+/// The decision after an attempt failed with an error worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryDecision {
     /// Sleep this long, then try the same target again.

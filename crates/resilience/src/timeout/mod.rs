@@ -36,7 +36,7 @@ pub struct TimeoutConfig {
     /// Time from sending the request to the first byte of the response body.
     #[serde(with = "crate::duration")]
     pub first_byte_timeout: Duration,
-    /// Longest idle gap between two reads of the response, so a stalled stream is caught.
+    /// Maximum idle gap between two reads of the response, so a stalled stream is caught.
     #[serde(with = "crate::duration")]
     pub read_timeout: Duration,
     /// One deadline for all attempts of a request, streaming included.

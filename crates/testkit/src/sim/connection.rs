@@ -33,7 +33,7 @@ struct Request {
     body: Bytes,
 }
 
-/// What the connection does after a response.
+/// The connection's next step after a response.
 enum Next {
     KeepAlive,
     Close,
@@ -414,7 +414,7 @@ impl Outcome {
     }
 }
 
-/// How a stream ends after its events.
+/// The end of a stream after its events.
 #[derive(PartialEq)]
 enum StreamEnd {
     /// `data: [DONE]`, then the end of the body.
@@ -425,8 +425,8 @@ enum StreamEnd {
     Stall,
 }
 
-/// The data of each event of a normal stream: the role chunk, the content chunks, the
-/// finish chunk and, when asked for, the usage chunk.
+/// Builds the data of each event of a normal stream: the role chunk, the content chunks,
+/// the finish chunk and, when requested, the usage chunk.
 fn stream_events(
     id: &str,
     model: &str,

@@ -32,7 +32,7 @@ pub use script::{AppliesTo, Fault, FaultKind, FaultScript, Latency, ResponseShap
 /// Requests kept in [`SimStats::log`]; older entries are dropped.
 const LOG_LIMIT: usize = 10_000;
 
-/// What a simulated provider has seen since it started or was reset.
+/// Counters and a request log of a simulated provider, since it started or was reset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SimStats {
     /// Chat completion requests received.

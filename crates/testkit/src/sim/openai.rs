@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-/// The reply text of a simulated provider named `name`, split into `chunks` parts.
+/// Splits the reply text of a simulated provider named `name` into `chunks` parts.
 pub fn reply_parts(name: &str, chunks: u32) -> Vec<String> {
     let text = format!("Hello from {name}. This reply comes from a simulated provider.");
     let words: Vec<&str> = text.split_inclusive(' ').collect();
@@ -18,7 +18,7 @@ pub fn prompt_tokens(request_body: &[u8]) -> u64 {
     (request_body.len() as u64).div_ceil(4)
 }
 
-/// A complete chat completion.
+/// Builds a complete chat completion.
 pub fn completion(id: &str, model: &str, content: &str, prompt_tokens: u64) -> Value {
     let completion_tokens = content.split_whitespace().count() as u64;
     json!({
@@ -40,7 +40,7 @@ pub fn completion(id: &str, model: &str, content: &str, prompt_tokens: u64) -> V
     })
 }
 
-/// One chunk of a streamed completion with the given delta and finish reason.
+/// Builds one chunk of a streamed completion with the given delta and finish reason.
 pub fn chunk(id: &str, model: &str, delta: Value, finish_reason: Option<&str>) -> Value {
     json!({
         "id": id,
@@ -51,7 +51,8 @@ pub fn chunk(id: &str, model: &str, delta: Value, finish_reason: Option<&str>) -
     })
 }
 
-/// The final usage chunk sent when the request set `stream_options.include_usage`.
+/// Builds the final usage chunk, sent when the request set
+/// `stream_options.include_usage`.
 pub fn usage_chunk(id: &str, model: &str, prompt_tokens: u64, completion_tokens: u64) -> Value {
     json!({
         "id": id,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-/// What a simulated provider does to the requests it receives.
+/// The behaviour of a simulated provider: latency, response shape and faults.
 ///
 /// ```
 /// use adpa_testkit::sim::FaultScript;
@@ -73,7 +73,7 @@ impl Default for ResponseShape {
 /// One fault with when it applies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
-    /// What goes wrong.
+    /// The fault itself.
     #[serde(flatten)]
     pub kind: FaultKind,
     /// Share of matching requests that get this fault, in `0.0..=1.0`.
@@ -94,7 +94,7 @@ fn always() -> f64 {
     1.0
 }
 
-/// Which requests a fault applies to.
+/// The kinds of request a fault applies to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AppliesTo {
@@ -107,7 +107,7 @@ pub enum AppliesTo {
     Complete,
 }
 
-/// What goes wrong.
+/// A fault a simulated provider can inject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FaultKind {

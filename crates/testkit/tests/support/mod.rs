@@ -96,7 +96,7 @@ pub async fn chat_stream(addr: SocketAddr, model: &str) -> Reply {
     request(addr, "POST", "/v1/chat/completions", chat_body(model, true)).await
 }
 
-/// The `data:` payloads of an SSE body, in order.
+/// Returns the `data:` payloads of an SSE body, in order.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter_map(|event| event.lines().find_map(|line| line.strip_prefix("data: ")))
@@ -134,7 +134,7 @@ pub async fn sim(name: &str, faults: Vec<Fault>) -> SimHandle {
     SimHandle::start_local(name, script(faults)).await.unwrap()
 }
 
-/// A provider table for a simulated provider.
+/// Returns a provider table for a simulated provider.
 pub fn provider(name: &str, sim: &SimHandle) -> String {
     format!(
         "[providers.{name}]\nkind = \"openai\"\nbase_url = \"{}\"\nmodels = [\"sim-model\"]\n\n",
