@@ -7,7 +7,8 @@
 # latency is the gateway's percentile minus the direct percentile at the same rate.
 #
 # Settings (environment): RATES (default "500 2000 5000"), DURATION per run (default
-# 10s), CONNECTIONS (default 64). oha is installed into .tools/ on first use.
+# 10s), CONNECTIONS (default 64). oha is installed into .tools/ on first use. oha's JSON
+# reports are kept in bench/results/overhead-TIME/.
 # All traffic goes to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +30,12 @@ fi
 cargo build --quiet --release -p adpa-cli
 adpa=target/release/adpa
 
-work=$(mktemp -d)
+work=bench/results/overhead-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$work"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -98,7 +99,11 @@ def read(path):
     summary = data["summary"]
     latency = data["latencyPercentiles"]
     codes = data.get("statusCodeDistribution", {})
-    errors = sum(data.get("errorDistribution", {}).values())
+    # Requests still in flight when a run's duration ends are aborted by oha and
+    # listed as errors; they say nothing about the server, so they are not counted.
+    errors = sum(
+        n for kind, n in data.get("errorDistribution", {}).items() if "aborted due to deadline" not in kind
+    )
     non_200 = sum(n for code, n in codes.items() if code != "200")
     return {
         "rate": summary["requestsPerSec"],
@@ -120,6 +125,7 @@ for rate in rates:
         print(f"{rate:>11} | {name:>7} | {run['rate']:>10.0f} | {run['p50']:>7.3f} | {run['p99']:>7.3f} | {run['errors']:>6}")
     added.append((rate, gateway["p50"] - direct["p50"], gateway["p99"] - direct["p99"]))
 print()
+print(f"reports: {work}")
 print(f"{'target rate':>11} | {'added p50 ms':>12} | {'added p99 ms':>12}")
 for rate, p50, p99 in added:
     print(f"{rate:>11} | {p50:>12.3f} | {p99:>12.3f}")
