@@ -102,15 +102,14 @@ fn route(name: &str, providers: &[&str]) -> String {
 
 fn fault_503(rate: f64, from_request: Option<u64>, until_request: Option<u64>) -> Fault {
     Fault {
-        kind: FaultKind::Status {
+        rate,
+        from_request,
+        until_request,
+        ..Fault::always(FaultKind::Status {
             status: 503,
             retry_after: None,
             retry_after_ms: None,
             body: None,
-        },
-        rate,
-        from_request,
-        until_request,
-        applies_to: adpa_testkit::sim::AppliesTo::All,
+        })
     }
 }

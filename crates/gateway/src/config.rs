@@ -77,6 +77,25 @@ impl GatewayConfig {
         let mut document: toml::Table = text
             .parse()
             .map_err(|err: toml::de::Error| LoadError::Syntax(err.to_string()))?;
+
+        // Check `[defaults]` on its own first: once its keys are copied into the routes,
+        // a mistake in it would be reported under the first route's path.
+        if let Some(defaults) = document.get("defaults") {
+            serde_path_to_error::deserialize::<_, PolicyConfig>(defaults.clone()).map_err(
+                |err| {
+                    let inner = err.path().to_string();
+                    let path = if inner == "." {
+                        "defaults".to_owned()
+                    } else {
+                        format!("defaults.{inner}")
+                    };
+                    LoadError::Invalid {
+                        path,
+                        message: err.into_inner().to_string(),
+                    }
+                },
+            )?;
+        }
         apply_defaults(&mut document);
         serde_path_to_error::deserialize(toml::Value::Table(document)).map_err(|err| {
             let path = err.path().to_string();
@@ -263,6 +282,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("round_robin"), "{err}");
+    }
+
+    #[test]
+    fn defaults_error_names_defaults() {
+        let err = GatewayConfig::from_toml(
+            "[routes.chat]\nprimary = \"a\"\n[defaults.retry]\nmax_retriess = 3\n",
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("invalid config: defaults.retry"),
+            "{message}"
+        );
+        assert!(!message.contains("routes.chat"), "{message}");
     }
 
     #[test]

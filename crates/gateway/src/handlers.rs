@@ -133,7 +133,27 @@ pub(crate) async fn not_found(
             "param": null,
             "code": "unknown_url",
             "request_id": &*request_id,
+            "attempts": [],
         }
     });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// A known path with another method: an OpenAI-shaped 405.
+pub(crate) async fn method_not_allowed(
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    let body = json!({
+        "error": {
+            "message": format!("{method} is not allowed on {}", uri.path()),
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "method_not_allowed",
+            "request_id": &*request_id,
+            "attempts": [],
+        }
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }

@@ -1,5 +1,5 @@
 //! The engine's configuration: providers, routes and their policies, as read from the
-//! TOML file that the gateway and the Python bindings share.
+//! gateway's TOML file.
 //!
 //! Route policy tables inherit from `[defaults]` key by key: [`apply_defaults`] copies
 //! every key a route does not set from the matching `[defaults]` table before the

@@ -272,3 +272,50 @@ async fn implicit_route_serves_listed_model() {
     assert_eq!(reply.header("x-adpa-provider"), Some("local"));
     assert_eq!(reply.json()["model"], "sim-model");
 }
+
+#[tokio::test]
+async fn long_streamed_probe_closes_breaker() {
+    let mut failing = status_fault(500);
+    failing.until_request = Some(2);
+    // Each stream lasts about 500 ms, longer than half_open_timeout.
+    let script = adpa_testkit::sim::FaultScript {
+        faults: vec![failing],
+        response: adpa_testkit::sim::ResponseShape {
+            chunks: 10,
+            chunk_delay: Duration::from_millis(50),
+        },
+        ..adpa_testkit::sim::FaultScript::default()
+    };
+    let primary = adpa_testkit::sim::SimHandle::start_local("primary", script)
+        .await
+        .unwrap();
+    let secondary = sim("secondary", vec![]).await;
+    let config = two_provider_config(
+        &primary,
+        &secondary,
+        "[routes.chat.retry]\nmax_retries = 0\n\
+         [routes.chat.circuit_breaker]\nfailure_threshold = 2\nreset_timeout = \"200ms\"\nhalf_open_timeout = \"200ms\"\n",
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    chat(gateway.addr(), "chat").await;
+    chat(gateway.addr(), "chat").await;
+    assert_eq!(
+        chat(gateway.addr(), "chat").await.header("x-adpa-attempts"),
+        Some("1")
+    );
+    assert_eq!(primary.stats().requests, 2);
+
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let probe = chat_stream(gateway.addr(), "chat").await;
+    assert_eq!(probe.header("x-adpa-provider"), Some("primary"));
+    assert_eq!(
+        sse_data(&probe.text()).last().map(String::as_str),
+        Some("[DONE]")
+    );
+
+    // The probe's content arrived in time, so the breaker closed.
+    let after = chat(gateway.addr(), "chat").await;
+    assert_eq!(after.header("x-adpa-provider"), Some("primary"));
+    assert_eq!(after.header("x-adpa-attempts"), Some("1"));
+}

@@ -114,6 +114,11 @@ async fn health_and_readiness() {
     let unknown = request(gateway.addr(), "GET", "/v2/things", "").await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["error"]["code"], "unknown_url");
+    assert!(unknown.header("x-request-id").is_some());
+
+    let wrong_method = request(gateway.addr(), "GET", "/v1/chat/completions", "").await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.json()["error"]["code"], "method_not_allowed");
 }
 
 #[tokio::test]

@@ -54,9 +54,12 @@ pub(crate) async fn run(
             reader,
             splitter,
             held,
-        }) => Ok(AttemptSuccess::Stream(ChatStream::new(
-            reader, splitter, held, guard,
-        ))),
+        }) => {
+            guard.stream_started();
+            Ok(AttemptSuccess::Stream(ChatStream::new(
+                reader, splitter, held, guard,
+            )))
+        }
         Err(error) => {
             guard.fail(&error);
             Err(error)

@@ -11,7 +11,8 @@ use indexmap::IndexMap;
 
 use super::{Engine, Provider, Route, Target};
 use crate::config::{
-    expand_env, ConfigErrors, ConfigIssue, EngineConfig, FailoverPolicy, ProviderConfig,
+    expand_env, ConfigErrors, ConfigIssue, EngineConfig, FailoverPolicy, PolicyConfig,
+    ProviderConfig,
 };
 use crate::http::HttpClient;
 
@@ -55,6 +56,7 @@ impl Engine {
             &config.defaults.retry,
             &config.defaults.circuit_breaker,
             &config.defaults.timeouts,
+            None,
             &mut issues,
         );
 
@@ -66,6 +68,7 @@ impl Engine {
                 &route.retry,
                 &route.circuit_breaker,
                 &route.timeouts,
+                Some(&config.defaults),
                 &mut issues,
             );
 
@@ -263,14 +266,20 @@ fn build_provider(
     })
 }
 
+/// Validates policy tables. A table equal to the `inherited` one was already checked
+/// under `defaults`, so its problems are not reported a second time for the route.
 fn check_policies(
     path: &str,
     retry: &RetryConfig,
     breaker: &CircuitBreakerConfig,
     timeouts: &TimeoutConfig,
+    inherited: Option<&PolicyConfig>,
     issues: &mut Vec<ConfigIssue>,
 ) {
-    let mut check = |table: &str, result: Result<(), ConfigError>| {
+    let mut check = |table: &str, already_checked: bool, result: Result<(), ConfigError>| {
+        if already_checked {
+            return;
+        }
         if let Err(err) = result {
             issues.push(ConfigIssue::new(
                 format!("{path}.{table}.{}", err.field),
@@ -278,9 +287,21 @@ fn check_policies(
             ));
         }
     };
-    check("retry", retry.validate());
-    check("circuit_breaker", breaker.validate());
-    check("timeouts", timeouts.validate());
+    check(
+        "retry",
+        inherited.is_some_and(|d| d.retry == *retry),
+        retry.validate(),
+    );
+    check(
+        "circuit_breaker",
+        inherited.is_some_and(|d| d.circuit_breaker == *breaker),
+        breaker.validate(),
+    );
+    check(
+        "timeouts",
+        inherited.is_some_and(|d| d.timeouts == *timeouts),
+        timeouts.validate(),
+    );
 }
 
 fn unknown_provider(name: &str, config: &EngineConfig) -> String {

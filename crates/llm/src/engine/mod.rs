@@ -403,6 +403,15 @@ impl BreakerGuard {
         }
     }
 
+    /// Records the success of a half-open probe once its stream delivered content, so
+    /// that a long stream does not overrun `half_open_timeout`. A later failure of that
+    /// stream is then not counted. Other permits stay until the stream ends.
+    pub(crate) fn stream_started(&mut self) {
+        if self.permit.as_ref().is_some_and(|permit| permit.is_probe()) {
+            self.finish(Outcome::Success);
+        }
+    }
+
     /// Records a failure by its class.
     pub(crate) fn fail(&mut self, error: &AttemptError) {
         let outcome = if error.class.counts_against_target() {

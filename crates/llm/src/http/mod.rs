@@ -4,6 +4,7 @@
 //! hyper-util's client is used rather than reqwest because reqwest has no write
 //! timeout. First-byte and idle-read timeouts are applied by the engine, per request.
 
+mod connect_timeout;
 mod write_timeout;
 
 use std::error::Error as StdError;
@@ -20,6 +21,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::{AttemptError, ErrorClass};
 
+pub use connect_timeout::ConnectTimeout;
 pub use write_timeout::WriteTimeoutConnector;
 
 /// Idle pooled connections kept per upstream host.
@@ -32,7 +34,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// A pooled upstream client.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    inner: Client<HttpsConnector<WriteTimeoutConnector>, Full<Bytes>>,
+    inner: Client<ConnectTimeout<HttpsConnector<WriteTimeoutConnector>>, Full<Bytes>>,
 }
 
 /// The client could not be built.
@@ -54,7 +56,6 @@ impl HttpClient {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(connect_timeout));
 
         // ring builds with a C compiler alone, where aws-lc-rs needs more of a toolchain.
         // TODO: move to a provider with post-quantum key exchange once the build allows.
@@ -69,7 +70,7 @@ impl HttpClient {
         let inner = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(https);
+            .build(ConnectTimeout::new(https, connect_timeout));
         Ok(Self { inner })
     }
 

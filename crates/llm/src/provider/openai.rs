@@ -101,8 +101,8 @@ struct DeltaProbe<'a> {
 ///
 /// # Errors
 ///
-/// A chunk that is not valid JSON is a [`ErrorClass::Server`] failure; an `error` object
-/// in the stream is classified like an error body.
+/// A chunk that is not valid JSON, or an `error` object in the stream, is a
+/// [`ErrorClass::Server`] failure.
 pub fn inspect_stream_event(event: &[u8]) -> Result<StreamEvent, AttemptError> {
     let Some(data) = sse::event_data(event) else {
         return Ok(StreamEvent::Preamble);

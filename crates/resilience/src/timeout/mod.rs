@@ -33,7 +33,8 @@ pub struct TimeoutConfig {
     /// Time a write of the request may stay blocked.
     #[serde(with = "crate::duration")]
     pub write_timeout: Duration,
-    /// Time from sending the request to the first byte of the response body.
+    /// Time from the start of an attempt, connecting included, to the response head;
+    /// for a stream, to the first event that carries content.
     #[serde(with = "crate::duration")]
     pub first_byte_timeout: Duration,
     /// Maximum idle gap between two reads of the response, so a stalled stream is caught.

@@ -241,7 +241,7 @@ async fn chat(
     let (fault, latency, shape) = {
         let script = shared.script.read();
         let mut rng = shared.rng.lock();
-        let fault = script.pick(number, stream, &mut *rng).cloned();
+        let fault = script.pick(number, &model, stream, &mut *rng).cloned();
         (fault, script.latency(&mut *rng), script.response.clone())
     };
     shared.log_request(RequestRecord {

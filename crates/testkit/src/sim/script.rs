@@ -72,22 +72,166 @@ impl Default for ResponseShape {
 
 /// One fault with when it applies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "FaultRepr", into = "FaultRepr")]
 pub struct Fault {
     /// The fault itself.
-    #[serde(flatten)]
     pub kind: FaultKind,
     /// Share of matching requests that get this fault, in `0.0..=1.0`.
-    #[serde(default = "always")]
     pub rate: f64,
     /// First request number (counting from 1) the fault applies to.
-    #[serde(default)]
     pub from_request: Option<u64>,
     /// Last request number the fault applies to.
-    #[serde(default)]
     pub until_request: Option<u64>,
     /// Requests it applies to by kind: `all`, `stream` or `complete`.
-    #[serde(default)]
     pub applies_to: AppliesTo,
+    /// The `model` a request must name for the fault to apply; any model when absent.
+    pub model: Option<String>,
+}
+
+impl Fault {
+    /// Creates a fault that applies to every request.
+    pub fn always(kind: FaultKind) -> Self {
+        Self {
+            kind,
+            rate: 1.0,
+            from_request: None,
+            until_request: None,
+            applies_to: AppliesTo::All,
+            model: None,
+        }
+    }
+}
+
+/// The written form of a [`Fault`]: one flat table, so that unknown keys are rejected
+/// (serde cannot reject them through a flattened enum).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultRepr {
+    kind: FaultName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after_chunks: Option<u32>,
+    #[serde(default = "always")]
+    rate: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from_request: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until_request: Option<u64>,
+    #[serde(default)]
+    applies_to: AppliesTo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FaultName {
+    Status,
+    Reset,
+    Hang,
+    Stall,
+    Html502,
+    TruncatedJson,
+    NoDone,
+}
+
+impl TryFrom<FaultRepr> for Fault {
+    type Error = String;
+
+    fn try_from(repr: FaultRepr) -> Result<Self, String> {
+        let only_for = |set: bool, key: &str, kind: &str| {
+            if set {
+                Err(format!("`{key}` only applies to kind = \"{kind}\""))
+            } else {
+                Ok(())
+            }
+        };
+        if repr.kind != FaultName::Status {
+            only_for(repr.status.is_some(), "status", "status")?;
+            only_for(repr.retry_after.is_some(), "retry_after", "status")?;
+            only_for(repr.retry_after_ms.is_some(), "retry_after_ms", "status")?;
+            only_for(repr.body.is_some(), "body", "status")?;
+        }
+        if repr.kind != FaultName::Stall {
+            only_for(repr.after_chunks.is_some(), "after_chunks", "stall")?;
+        }
+
+        let kind = match repr.kind {
+            FaultName::Status => FaultKind::Status {
+                status: repr
+                    .status
+                    .ok_or("kind = \"status\" needs `status`, such as 503")?,
+                retry_after: repr.retry_after,
+                retry_after_ms: repr.retry_after_ms,
+                body: repr.body,
+            },
+            FaultName::Reset => FaultKind::Reset,
+            FaultName::Hang => FaultKind::Hang,
+            FaultName::Stall => FaultKind::Stall {
+                after_chunks: repr.after_chunks.unwrap_or(1),
+            },
+            FaultName::Html502 => FaultKind::Html502,
+            FaultName::TruncatedJson => FaultKind::TruncatedJson,
+            FaultName::NoDone => FaultKind::NoDone,
+        };
+        Ok(Self {
+            kind,
+            rate: repr.rate,
+            from_request: repr.from_request,
+            until_request: repr.until_request,
+            applies_to: repr.applies_to,
+            model: repr.model,
+        })
+    }
+}
+
+impl From<Fault> for FaultRepr {
+    fn from(fault: Fault) -> Self {
+        let mut repr = FaultRepr {
+            kind: FaultName::Reset,
+            status: None,
+            retry_after: None,
+            retry_after_ms: None,
+            body: None,
+            after_chunks: None,
+            rate: fault.rate,
+            from_request: fault.from_request,
+            until_request: fault.until_request,
+            applies_to: fault.applies_to,
+            model: fault.model,
+        };
+        repr.kind = match fault.kind {
+            FaultKind::Status {
+                status,
+                retry_after,
+                retry_after_ms,
+                body,
+            } => {
+                repr.status = Some(status);
+                repr.retry_after = retry_after;
+                repr.retry_after_ms = retry_after_ms;
+                repr.body = body;
+                FaultName::Status
+            }
+            FaultKind::Reset => FaultName::Reset,
+            FaultKind::Hang => FaultName::Hang,
+            FaultKind::Stall { after_chunks } => {
+                repr.after_chunks = Some(after_chunks);
+                FaultName::Stall
+            }
+            FaultKind::Html502 => FaultName::Html502,
+            FaultKind::TruncatedJson => FaultName::TruncatedJson,
+            FaultKind::NoDone => FaultName::NoDone,
+        };
+        repr
+    }
 }
 
 fn always() -> f64 {
@@ -108,21 +252,17 @@ pub enum AppliesTo {
 }
 
 /// A fault a simulated provider can inject.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
     /// An error status with the provider's JSON error body.
     Status {
         /// The HTTP status.
         status: u16,
         /// A `Retry-After` header value to send, verbatim.
-        #[serde(default)]
         retry_after: Option<String>,
         /// A `retry-after-ms` header value to send.
-        #[serde(default)]
         retry_after_ms: Option<u64>,
         /// A body to send instead of the default error body for the status.
-        #[serde(default)]
         body: Option<String>,
     },
     /// The connection is reset (TCP RST) after the request is read.
@@ -133,7 +273,6 @@ pub enum FaultKind {
     /// the body (a complete response), and the connection stays open.
     Stall {
         /// Content chunks sent before the stall.
-        #[serde(default = "one")]
         after_chunks: u32,
     },
     /// A 502 with an HTML page, as a proxy in front of a provider sends it.
@@ -142,10 +281,6 @@ pub enum FaultKind {
     TruncatedJson,
     /// A stream that ends cleanly without `data: [DONE]`.
     NoDone,
-}
-
-fn one() -> u32 {
-    1
 }
 
 impl FaultKind {
@@ -195,10 +330,12 @@ impl FaultScript {
         Ok(())
     }
 
-    /// Picks the fault for request number `request` (counting from 1), if any.
+    /// Picks the fault for request number `request` (counting from 1) for `model`, if
+    /// any.
     pub fn pick<R: Rng + ?Sized>(
         &self,
         request: u64,
+        model: &str,
         stream: bool,
         rng: &mut R,
     ) -> Option<&FaultKind> {
@@ -212,7 +349,8 @@ impl FaultScript {
                 AppliesTo::Stream => stream,
                 AppliesTo::Complete => !stream,
             };
-            if !(in_window && kind_matches) {
+            let model_matches = fault.model.as_deref().is_none_or(|wanted| wanted == model);
+            if !(in_window && kind_matches && model_matches) {
                 continue;
             }
             share += fault.rate;
@@ -253,7 +391,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(1);
         for request in 1..100 {
             assert!(matches!(
-                script.pick(request, false, &mut rng),
+                script.pick(request, "m", false, &mut rng),
                 Some(FaultKind::Status { status: 503, .. })
             ));
         }
@@ -264,7 +402,7 @@ mod tests {
         let script = script("[[faults]]\nkind = \"hang\"\nfrom_request = 3\nuntil_request = 4\n");
         let mut rng = SmallRng::seed_from_u64(1);
         let hit: Vec<u64> = (1..=6)
-            .filter(|n| script.pick(*n, false, &mut rng).is_some())
+            .filter(|n| script.pick(*n, "m", false, &mut rng).is_some())
             .collect();
         assert_eq!(hit, [3, 4]);
     }
@@ -277,7 +415,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(9);
         let (mut resets, mut hangs) = (0, 0);
         for request in 1..=10_000 {
-            match script.pick(request, false, &mut rng) {
+            match script.pick(request, "m", false, &mut rng) {
                 Some(FaultKind::Reset) => resets += 1,
                 Some(FaultKind::Hang) => hangs += 1,
                 _ => {}
@@ -291,9 +429,9 @@ mod tests {
     fn applies_to_filters_by_kind() {
         let script = script("[[faults]]\nkind = \"stall\"\napplies_to = \"stream\"\n");
         let mut rng = SmallRng::seed_from_u64(1);
-        assert!(script.pick(1, false, &mut rng).is_none());
+        assert!(script.pick(1, "m", false, &mut rng).is_none());
         assert_eq!(
-            script.pick(1, true, &mut rng),
+            script.pick(1, "m", true, &mut rng),
             Some(&FaultKind::Stall { after_chunks: 1 })
         );
     }
@@ -303,6 +441,42 @@ mod tests {
         let script: FaultScript =
             toml::from_str("[[faults]]\nkind = \"reset\"\nrate = 2.0\n").unwrap();
         assert!(script.validate().unwrap_err().contains("faults[0].rate"));
+    }
+
+    #[test]
+    fn model_filter_limits_fault() {
+        let script = script("[[faults]]\nkind = \"reset\"\nmodel = \"gpt-4\"\n");
+        let mut rng = SmallRng::seed_from_u64(1);
+        assert_eq!(
+            script.pick(1, "gpt-4", false, &mut rng),
+            Some(&FaultKind::Reset)
+        );
+        assert_eq!(script.pick(2, "llama2", false, &mut rng), None);
+    }
+
+    #[test]
+    fn misplaced_keys_are_rejected() {
+        let unknown = toml::from_str::<FaultScript>("[[faults]]\nkind = \"reset\"\nstatuss = 1\n");
+        assert!(unknown
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `statuss`"));
+        let misplaced =
+            toml::from_str::<FaultScript>("[[faults]]\nkind = \"reset\"\nstatus = 503\n");
+        assert!(misplaced
+            .unwrap_err()
+            .to_string()
+            .contains("only applies to kind = \"status\""));
+        let missing = toml::from_str::<FaultScript>("[[faults]]\nkind = \"status\"\n");
+        assert!(missing.unwrap_err().to_string().contains("needs `status`"));
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let script = script("[[faults]]\nkind = \"stall\"\nafter_chunks = 2\nrate = 0.5\n[[faults]]\nkind = \"status\"\nstatus = 429\nretry_after = \"1\"\n");
+        let json = serde_json::to_string(&script).unwrap();
+        let back: FaultScript = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, script);
     }
 
     #[test]

@@ -114,13 +114,7 @@ pub fn status_fault(status: u16) -> Fault {
 }
 
 pub fn fault(kind: FaultKind) -> Fault {
-    Fault {
-        kind,
-        rate: 1.0,
-        from_request: None,
-        until_request: None,
-        applies_to: adpa_testkit::sim::AppliesTo::All,
-    }
+    Fault::always(kind)
 }
 
 pub fn script(faults: Vec<Fault>) -> FaultScript {
