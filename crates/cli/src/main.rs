@@ -48,6 +48,9 @@ enum Command {
         /// Config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Describe in which order the route ROUTE tries its targets.
+        #[arg(long, value_name = "ROUTE")]
+        explain: Option<String>,
     },
     /// Run a simulated OpenAI-compatible provider with scripted faults.
     Sim {
@@ -86,7 +89,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Serve { config, listen } => serve(config.as_deref(), listen).await,
-        Command::Check { config } => check(&config),
+        Command::Check { config, explain } => check(&config, explain.as_deref()),
         Command::Sim {
             listen,
             faults,
@@ -146,7 +149,7 @@ fn print_banner(addr: SocketAddr, routes: &[adpa_llm::RouteInfo]) -> std::io::Re
     out.flush()
 }
 
-fn check(path: &Path) -> Result<ExitCode> {
+fn check(path: &Path, explain: Option<&str>) -> Result<ExitCode> {
     let config = match GatewayConfig::from_file(path) {
         Ok(config) => config,
         Err(err) => {
@@ -154,28 +157,45 @@ fn check(path: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    match Engine::new(&config.engine()) {
-        Ok(engine) => {
-            println!(
-                "{}: config is valid; listens on {}",
-                path.display(),
-                config.server.listen
-            );
-            for route in engine.routes() {
-                let kind = if route.implicit { " (implicit)" } else { "" };
-                println!(
-                    "  route {}{kind}: {}",
-                    route.name,
-                    route.targets.join(" -> ")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    let engine = match Engine::new(&config.engine()) {
+        Ok(engine) => engine,
         Err(errors) => {
             eprintln!("{}: {errors}", path.display());
-            Ok(ExitCode::from(2))
+            return Ok(ExitCode::from(2));
         }
+    };
+
+    if let Some(route) = explain {
+        let Some(text) = engine.explain(route) else {
+            let names: Vec<_> = engine.routes().into_iter().map(|r| r.name).collect();
+            eprintln!(
+                "{}: no route named `{route}`; routes: {}",
+                path.display(),
+                names.join(", ")
+            );
+            return Ok(ExitCode::from(2));
+        };
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
     }
+
+    println!(
+        "{}: config is valid; listens on {}",
+        path.display(),
+        config.server.listen
+    );
+    for route in engine.routes() {
+        let kind = if route.implicit { " (implicit)" } else { "" };
+        println!(
+            "  route {}{kind}: {}",
+            route.name,
+            route.targets.join(" -> ")
+        );
+    }
+    for warning in engine.warnings() {
+        println!("warning: {warning}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sim(listen: SocketAddr, faults: Option<&Path>, name: &str) -> Result<ExitCode> {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use adpa_llm::engine::{SkipReason, Skipped};
 use adpa_llm::{AttemptRecord, EngineError, ErrorClass, RequestError};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,8 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// Attempts made before the failure.
     pub attempts: Vec<AttemptRecord>,
+    /// Targets not tried, with the reason.
+    pub skipped: Vec<Skipped>,
 }
 
 #[derive(Serialize)]
@@ -40,6 +43,8 @@ struct Body<'a> {
     code: &'a str,
     request_id: &'a str,
     attempts: &'a [AttemptRecord],
+    #[serde(skip_serializing_if = "<[Skipped]>::is_empty")]
+    skipped: &'a [Skipped],
 }
 
 impl ApiError {
@@ -56,6 +61,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             attempts: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -77,6 +83,16 @@ impl ApiError {
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "invalid_body",
+            message,
+        )
+    }
+
+    /// Creates the error for a request header with an invalid value.
+    pub fn invalid_header(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_header",
             message,
         )
     }
@@ -116,12 +132,13 @@ impl ApiError {
                 last: Some(last),
                 attempts,
                 retry_after,
-                ..
+                skipped,
             } => {
                 let (status, kind, code) = match last.class {
-                    ErrorClass::RateLimited | ErrorClass::QuotaExhausted => {
-                        class_response(last.class)
-                    }
+                    ErrorClass::RateLimited
+                    | ErrorClass::QuotaExhausted
+                    | ErrorClass::ContextLength
+                    | ErrorClass::ContentFilter => class_response(last.class),
                     _ => (
                         StatusCode::BAD_GATEWAY,
                         "server_error",
@@ -130,6 +147,7 @@ impl ApiError {
                 };
                 Self {
                     attempts,
+                    skipped,
                     retry_after,
                     ..Self::new(status, kind, code, message)
                 }
@@ -138,17 +156,31 @@ impl ApiError {
                 last: None,
                 attempts,
                 retry_after,
-                ..
-            } => Self {
-                attempts,
-                retry_after,
-                ..Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server_error",
-                    "circuit_open",
-                    message,
-                )
-            },
+                skipped,
+            } => {
+                // Open breakers close again, so the client may retry; a model that lacks
+                // what the request needs will not change.
+                let circuits_only = skipped.iter().all(|s| s.reason == SkipReason::CircuitOpen);
+                let (status, kind, code) = if circuits_only {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server_error",
+                        "circuit_open",
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        "no_eligible_target",
+                    )
+                };
+                Self {
+                    attempts,
+                    skipped,
+                    retry_after: retry_after.filter(|_| circuits_only),
+                    ..Self::new(status, kind, code, message)
+                }
+            }
             EngineError::DeadlineExceeded { attempts, .. } => Self {
                 attempts,
                 ..Self::new(
@@ -171,6 +203,7 @@ impl ApiError {
                 code: self.code,
                 request_id,
                 attempts: &self.attempts,
+                skipped: &self.skipped,
             },
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();

@@ -35,8 +35,13 @@ pub(crate) async fn chat_completions(
     };
     tracing::trace!(request_id = %request_id, model = request.model(), stream = request.is_stream(), "chat completion request");
 
+    let min_quality = match min_quality(&request_headers) {
+        Ok(value) => value,
+        Err(error) => return error.into_response_with_id(&request_id),
+    };
     let context = RequestContext {
         request_id: Arc::clone(&request_id),
+        min_quality,
     };
     let response = match state.engine.execute(&request, &context).await {
         Ok(response) => response,
@@ -62,6 +67,25 @@ pub(crate) async fn chat_completions(
     );
     headers::set_target(reply_headers, &response.provider, &response.model);
     reply
+}
+
+/// Reads `x-adpa-min-quality`: the lowest model weight, in `0.0..=1.0`, the client
+/// accepts.
+fn min_quality(request_headers: &HeaderMap) -> Result<Option<f64>, ApiError> {
+    let Some(value) = request_headers.get(&headers::MIN_QUALITY) else {
+        return Ok(None);
+    };
+    let parsed = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|quality| (0.0..=1.0).contains(quality));
+    match parsed {
+        Some(quality) => Ok(Some(quality)),
+        None => Err(ApiError::invalid_header(
+            "x-adpa-min-quality must be a number in 0.0..=1.0, such as 0.8",
+        )),
+    }
 }
 
 /// Reads the request body, rejecting one over `limit` bytes with a 413 before reading it

@@ -9,6 +9,10 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const PROVIDER: HeaderName = HeaderName::from_static("x-adpa-provider");
 /// The model name sent to that provider.
 pub const MODEL: HeaderName = HeaderName::from_static("x-adpa-model");
+/// The region of the provider that served the request, when it has regions.
+pub const REGION: HeaderName = HeaderName::from_static("x-adpa-region");
+/// The lowest model weight a client accepts, sent by the client.
+pub const MIN_QUALITY: HeaderName = HeaderName::from_static("x-adpa-min-quality");
 /// The number of attempts the request took.
 pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-adpa-attempts");
 

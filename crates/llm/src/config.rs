@@ -6,6 +6,7 @@
 //! document is deserialized, and keys set nowhere take their built-in defaults.
 
 use std::fmt;
+use std::time::Duration;
 
 use adpa_resilience::{CircuitBreakerConfig, RetryConfig, TimeoutConfig};
 use indexmap::IndexMap;
@@ -46,6 +47,57 @@ pub struct ProviderConfig {
     /// Models this provider serves, in order of preference.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Regions by name, each an endpoint with its own base URL. Without regions the
+    /// provider has one endpoint, `base_url`.
+    #[serde(default)]
+    pub regions: IndexMap<String, RegionConfig>,
+    /// How the regions are ordered for each request.
+    #[serde(default)]
+    pub region_strategy: RegionStrategy,
+    /// With `latency_based`, a region not tried for this long is tried first once, so a
+    /// region that was slow or failing gets a chance to show it recovered.
+    #[serde(
+        default = "default_region_exploration",
+        with = "adpa_resilience::duration"
+    )]
+    pub region_exploration: Duration,
+}
+
+fn default_region_exploration() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// One region of a provider.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// API root of this region, including the version.
+    pub base_url: String,
+    /// A key for this region only; the provider's `api_key` otherwise.
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+impl fmt::Debug for RegionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegionConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// How a provider's regions are ordered for each request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionStrategy {
+    /// In the order written.
+    #[default]
+    Sequential,
+    /// Lowest peak-sensitive moving average of attempt latency first.
+    LatencyBased,
+    /// Each request starts at the next region in turn.
+    RoundRobin,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -56,6 +108,8 @@ impl fmt::Debug for ProviderConfig {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("models", &self.models)
+            .field("regions", &self.regions)
+            .field("region_strategy", &self.region_strategy)
             .finish()
     }
 }
@@ -100,6 +154,16 @@ pub struct RouteConfig {
     /// How providers are ordered for each request.
     #[serde(default)]
     pub failover_policy: FailoverPolicy,
+    /// Models in order of preference, each with a quality weight. Empty means each
+    /// provider's first listed model.
+    #[serde(default)]
+    pub models: Vec<ModelEntry>,
+    /// Whether targets are ordered by model first (the default) or by provider first.
+    #[serde(default)]
+    pub order: TargetOrder,
+    /// Fail over when a provider refuses content, instead of returning the refusal.
+    #[serde(default)]
+    pub failover_on_content_filter: bool,
     /// Retries on one target.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -109,6 +173,147 @@ pub struct RouteConfig {
     /// Timeouts of each request.
     #[serde(default)]
     pub timeouts: TimeoutConfig,
+}
+
+/// Which key orders a route's targets first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetOrder {
+    /// Every provider's best model before any provider's next model.
+    #[default]
+    ModelFirst,
+    /// Every model of the first provider before the next provider.
+    ProviderFirst,
+}
+
+/// One model of a route: `["gpt-4", 1.0]`, or a table with capabilities.
+///
+/// ```
+/// use adpa_llm::config::ModelEntry;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Route { models: Vec<ModelEntry> }
+///
+/// let route: Route = toml::from_str(r#"
+///     models = [
+///         ["gpt-4", 1.0],
+///         { name = "gemini/gemini-1.5-pro", weight = 0.9, context_window = 1000000, tools = true },
+///     ]
+/// "#).unwrap();
+/// assert_eq!(route.models[1].provider(), Some("gemini"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelEntry {
+    /// The model name, or `provider/model` to use it at that provider only.
+    pub name: String,
+    /// Relative quality in `0.0..=1.0`; higher is tried first.
+    pub weight: f64,
+    /// Tokens the model accepts, prompt and completion together, if known.
+    pub context_window: Option<u64>,
+    /// Whether the model accepts `tools`; assumed when not set.
+    pub tools: Option<bool>,
+    /// Whether the model accepts a JSON `response_format`; assumed when not set.
+    pub json_mode: Option<bool>,
+    /// Whether the model accepts images; assumed when not set.
+    pub vision: Option<bool>,
+}
+
+impl ModelEntry {
+    /// Returns the provider a `provider/model` name is bound to.
+    pub fn provider(&self) -> Option<&str> {
+        self.name.split_once('/').map(|(provider, _)| provider)
+    }
+
+    /// Returns the model name without a provider prefix.
+    pub fn model(&self) -> &str {
+        self.name
+            .split_once('/')
+            .map_or(self.name.as_str(), |(_, model)| model)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelTable {
+    name: String,
+    #[serde(default = "full_weight")]
+    weight: f64,
+    #[serde(default)]
+    context_window: Option<u64>,
+    #[serde(default)]
+    tools: Option<bool>,
+    #[serde(default)]
+    json_mode: Option<bool>,
+    #[serde(default)]
+    vision: Option<bool>,
+}
+
+fn full_weight() -> f64 {
+    1.0
+}
+
+impl<'de> Deserialize<'de> for ModelEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = ModelEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a model as [\"name\", weight] or { name = \"…\", weight = … }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<ModelEntry, E> {
+                Err(E::custom(format!(
+                    "a model needs a weight: write [\"{name}\", 1.0] instead of \"{name}\""
+                )))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ModelEntry, A::Error> {
+                let fix = "write a model as [\"name\", weight]";
+                let name: String = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::custom(fix))?;
+                let weight: f64 = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::custom(fix))?;
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::custom(format!(
+                        "{fix}; use a table for context_window and capabilities"
+                    )));
+                }
+                Ok(ModelEntry {
+                    name,
+                    weight,
+                    context_window: None,
+                    tools: None,
+                    json_mode: None,
+                    vision: None,
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ModelEntry, A::Error> {
+                let table =
+                    ModelTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ModelEntry {
+                    name: table.name,
+                    weight: table.weight,
+                    context_window: table.context_window,
+                    tools: table.tools,
+                    json_mode: table.json_mode,
+                    vision: table.vision,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(EntryVisitor)
+    }
 }
 
 /// The policy tables of `[defaults]`.
@@ -305,6 +510,46 @@ mod tests {
         let missing = expand_env("${NOPE}", lookup).unwrap_err();
         assert!(missing.contains("NOPE is not set"), "{missing}");
         assert!(expand_env("${KEY", lookup).is_err());
+    }
+
+    #[test]
+    fn reads_model_entries() {
+        let config = parse(
+            r#"
+            [providers.a]
+            kind = "openai"
+            [routes.chat]
+            primary = "a"
+            models = [
+                ["gpt-4", 1.0],
+                { name = "a/small", weight = 0.5, context_window = 8192, tools = false },
+            ]
+            "#,
+        );
+        let models = &config.routes["chat"].models;
+        assert_eq!(models[0].name, "gpt-4");
+        assert_eq!(models[0].weight, 1.0);
+        assert_eq!(models[1].provider(), Some("a"));
+        assert_eq!(models[1].model(), "small");
+        assert_eq!(models[1].context_window, Some(8192));
+        assert_eq!(models[1].tools, Some(false));
+    }
+
+    #[test]
+    fn bad_model_entries_name_the_fix() {
+        for (entry, expected) in [
+            ("\"gpt-4\"", "needs a weight"),
+            ("[\"gpt-4\"]", "[\"name\", weight]"),
+            ("{ name = \"x\", wieght = 1.0 }", "unknown field `wieght`"),
+        ] {
+            let text = format!("[providers.a]\nkind = \"openai\"\n[routes.chat]\nprimary = \"a\"\nmodels = [{entry}]\n");
+            let mut document: toml::Table = text.parse().unwrap();
+            apply_defaults(&mut document);
+            let err = toml::Value::Table(document)
+                .try_into::<EngineConfig>()
+                .unwrap_err();
+            assert!(err.to_string().contains(expected), "{entry}: {err}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! "#)?;
 //! let engine = Engine::new(&config)?;
 //! let request = ChatRequest::parse(br#"{"model":"llama3","messages":[]}"#)?;
-//! let context = RequestContext { request_id: "req-1".into() };
+//! let context = RequestContext::new("req-1");
 //! let response = engine.execute(&request, &context).await;
 //! # Ok(()) }
 //! ```

@@ -38,8 +38,24 @@ pub enum RequestError {
 pub struct ChatRequest {
     model: String,
     stream: bool,
+    needs: Needs,
     /// Every top-level member but `model`, in the client's order.
     members: Vec<(String, Box<RawValue>)>,
+}
+
+/// What a request needs from a model, read from its members.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// It has `tools` or `functions`.
+    pub tools: bool,
+    /// Its `response_format` asks for JSON.
+    pub json_mode: bool,
+    /// A message carries an image.
+    pub vision: bool,
+    /// Estimated tokens of prompt and completion: the bytes of `messages` and `tools`
+    /// divided by four, plus `max_tokens` (or `max_completion_tokens`) when set. Four
+    /// bytes per token is a common rule of thumb for English text, not a tokenizer.
+    pub estimated_tokens: u64,
 }
 
 impl ChatRequest {
@@ -100,9 +116,11 @@ impl ChatRequest {
             },
         };
 
+        let needs = Needs::of(&members);
         Ok(Self {
             model,
             stream,
+            needs,
             members,
         })
     }
@@ -115,6 +133,11 @@ impl ChatRequest {
     /// Returns whether the client asked for a streamed response.
     pub fn is_stream(&self) -> bool {
         self.stream
+    }
+
+    /// Returns what the request needs from a model.
+    pub fn needs(&self) -> Needs {
+        self.needs
     }
 
     /// Returns the raw JSON of a top-level member other than `model`.
@@ -146,6 +169,34 @@ impl ChatRequest {
         }
         out.get_mut().put_u8(b'}');
         out.into_inner().freeze()
+    }
+}
+
+impl Needs {
+    fn of(members: &[(String, Box<RawValue>)]) -> Self {
+        let raw = |key: &str| {
+            members
+                .iter()
+                .find(|(name, _)| name == key)
+                .map(|(_, value)| value.get())
+        };
+        let present = |key: &str| raw(key).is_some_and(|value| !matches!(value, "null" | "[]"));
+
+        let messages = raw("messages").unwrap_or_default();
+        let tools = raw("tools").unwrap_or_default();
+        let max_tokens = raw("max_completion_tokens")
+            .or_else(|| raw("max_tokens"))
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0);
+
+        Self {
+            tools: present("tools") || present("functions"),
+            json_mode: raw("response_format").is_some_and(|value| {
+                value.contains("json_object") || value.contains("json_schema")
+            }),
+            vision: messages.contains("\"image_url\""),
+            estimated_tokens: (messages.len() + tools.len()).div_ceil(4) as u64 + max_tokens,
+        }
     }
 }
 
@@ -264,6 +315,36 @@ mod tests {
         for (body, expected) in cases {
             assert_eq!(ChatRequest::parse(body).unwrap_err(), expected);
         }
+    }
+
+    #[test]
+    fn reads_needs() {
+        let plain = ChatRequest::parse(
+            br#"{"model":"a","messages":[{"role":"user","content":"hello there"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            plain.needs(),
+            Needs {
+                tools: false,
+                json_mode: false,
+                vision: false,
+                estimated_tokens: 11
+            }
+        );
+
+        let demanding = ChatRequest::parse(
+            br#"{"model":"a","max_tokens":100,"tools":[{"type":"function"}],
+                "response_format":{"type":"json_object"},
+                "messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
+        )
+        .unwrap();
+        let needs = demanding.needs();
+        assert!(needs.tools && needs.json_mode && needs.vision);
+        assert!(needs.estimated_tokens > 100);
+
+        let empty_tools = ChatRequest::parse(br#"{"model":"a","tools":[],"messages":[]}"#).unwrap();
+        assert!(!empty_tools.needs().tools);
     }
 
     #[test]

@@ -181,14 +181,14 @@ fn build_request(
     };
     let mut builder = http::Request::builder()
         .method(Method::POST)
-        .uri(target.provider.chat_url.clone())
+        .uri(target.endpoint.chat_url.clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header(ACCEPT, accept);
-    if let Some(authorization) = &target.provider.authorization {
+    if let Some(authorization) = &target.endpoint.authorization {
         builder = builder.header(AUTHORIZATION, authorization.clone());
     }
     builder
-        .body(Full::new(request.body_for_model(&target.model)))
+        .body(Full::new(request.body_for_model(&target.model.name)))
         .map_err(|err| {
             AttemptError::new(
                 ErrorClass::State,

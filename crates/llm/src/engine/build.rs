@@ -2,19 +2,31 @@
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
+use adpa_resilience::latency::PeakEwma;
 use adpa_resilience::{
     CircuitBreaker, CircuitBreakerConfig, ConfigError, RetryConfig, TimeoutConfig,
 };
 use http::HeaderValue;
 use indexmap::IndexMap;
 
-use super::{Engine, Provider, Route, Target};
+use super::{Endpoint, Engine, ModelSpec, Route, RouteProvider, Target};
 use crate::config::{
     expand_env, ConfigErrors, ConfigIssue, EngineConfig, FailoverPolicy, PolicyConfig,
-    ProviderConfig,
+    ProviderConfig, RegionStrategy, RouteConfig, TargetOrder,
 };
 use crate::http::HttpClient;
+
+/// Time constant of each target's latency average: recovery from a slow sample takes
+/// about this long of fresh samples.
+const LATENCY_DECAY: Duration = Duration::from_secs(10);
+
+/// A provider's config with its endpoints, one per region.
+struct BuiltProvider<'a> {
+    config: &'a ProviderConfig,
+    endpoints: Vec<Arc<Endpoint>>,
+}
 
 impl Engine {
     /// Builds an engine, reading `${VAR}` references from the process environment.
@@ -37,19 +49,21 @@ impl Engine {
     ) -> Result<Self, ConfigErrors> {
         let mut issues = Vec::new();
 
-        let providers: IndexMap<&str, Arc<Provider>> = config
-            .providers
-            .iter()
-            .filter_map(
-                |(name, provider)| match build_provider(name, provider, &lookup) {
-                    Ok(built) => Some((name.as_str(), Arc::new(built))),
-                    Err(issue) => {
-                        issues.push(issue);
-                        None
-                    }
-                },
-            )
-            .collect();
+        let mut providers: IndexMap<&str, BuiltProvider<'_>> = IndexMap::new();
+        for (name, provider) in &config.providers {
+            match build_endpoints(name, provider, &lookup) {
+                Ok(endpoints) => {
+                    providers.insert(
+                        name,
+                        BuiltProvider {
+                            config: provider,
+                            endpoints,
+                        },
+                    );
+                }
+                Err(mut found) => issues.append(&mut found),
+            }
+        }
 
         check_policies(
             "defaults",
@@ -62,76 +76,9 @@ impl Engine {
 
         let mut routes = IndexMap::new();
         for (name, route) in &config.routes {
-            let path = format!("routes.{name}");
-            check_policies(
-                &path,
-                &route.retry,
-                &route.circuit_breaker,
-                &route.timeouts,
-                Some(&config.defaults),
-                &mut issues,
-            );
-
-            let mut members = vec![(format!("{path}.primary"), &route.primary)];
-            members.extend(
-                route
-                    .secondaries
-                    .iter()
-                    .enumerate()
-                    .map(|(index, provider)| (format!("{path}.secondaries[{index}]"), provider)),
-            );
-
-            let mut targets = Vec::new();
-            let mut seen: Vec<&str> = Vec::new();
-            for (member_path, provider_name) in members {
-                if seen.contains(&provider_name.as_str()) {
-                    issues.push(ConfigIssue::new(
-                        member_path,
-                        format!("provider `{provider_name}` is listed twice in this route"),
-                    ));
-                    continue;
-                }
-                seen.push(provider_name);
-                let Some(provider) = providers.get(provider_name.as_str()) else {
-                    if !config.providers.contains_key(provider_name) {
-                        issues.push(ConfigIssue::new(
-                            member_path,
-                            unknown_provider(provider_name, config),
-                        ));
-                    }
-                    continue;
-                };
-                let model = config.providers[provider_name.as_str()]
-                    .models
-                    .first()
-                    .map_or(name.as_str(), String::as_str);
-                if let Some(target) = build_target(provider, model, &route.circuit_breaker) {
-                    targets.push(target);
-                }
+            if let Some(built) = build_route(name, route, config, &providers, &mut issues) {
+                routes.insert(name.clone(), Arc::new(built));
             }
-
-            let client =
-                match HttpClient::new(route.timeouts.connect_timeout, route.timeouts.write_timeout)
-                {
-                    Ok(client) => client,
-                    Err(err) => {
-                        issues.push(ConfigIssue::new(path, err.to_string()));
-                        continue;
-                    }
-                };
-            routes.insert(
-                name.clone(),
-                Arc::new(Route {
-                    name: Arc::from(name.as_str()),
-                    targets,
-                    failover_policy: route.failover_policy,
-                    retry: route.retry.clone(),
-                    timeouts: route.timeouts.clone(),
-                    client,
-                    implicit: false,
-                    next_start: AtomicUsize::new(0),
-                }),
-            );
         }
 
         add_implicit_routes(config, &providers, &mut routes, &mut issues);
@@ -149,27 +96,296 @@ impl Engine {
     }
 }
 
+fn build_route(
+    name: &str,
+    route: &RouteConfig,
+    config: &EngineConfig,
+    providers: &IndexMap<&str, BuiltProvider<'_>>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Route> {
+    let path = format!("routes.{name}");
+    let issues_before = issues.len();
+    check_policies(
+        &path,
+        &route.retry,
+        &route.circuit_breaker,
+        &route.timeouts,
+        Some(&config.defaults),
+        issues,
+    );
+
+    // The route's providers, in order, each checked to exist once.
+    let mut members: Vec<(&str, &BuiltProvider<'_>)> = Vec::new();
+    let listed = std::iter::once((format!("{path}.primary"), &route.primary)).chain(
+        route
+            .secondaries
+            .iter()
+            .enumerate()
+            .map(|(index, provider)| (format!("{path}.secondaries[{index}]"), provider)),
+    );
+    for (member_path, provider_name) in listed {
+        if members
+            .iter()
+            .any(|(seen, _)| *seen == provider_name.as_str())
+        {
+            issues.push(ConfigIssue::new(
+                member_path,
+                format!("provider `{provider_name}` is listed twice in this route"),
+            ));
+            continue;
+        }
+        match providers.get(provider_name.as_str()) {
+            Some(built) => members.push((provider_name.as_str(), built)),
+            None if config.providers.contains_key(provider_name) => {}
+            None => issues.push(ConfigIssue::new(
+                member_path,
+                unknown_provider(provider_name, config),
+            )),
+        }
+    }
+
+    let (models, serves, order) = if route.models.is_empty() {
+        models_from_providers(name, &members)
+    } else {
+        models_from_route(&path, route, &members, issues)
+    };
+
+    let client = match HttpClient::new(route.timeouts.connect_timeout, route.timeouts.write_timeout)
+    {
+        Ok(client) => client,
+        Err(err) => {
+            issues.push(ConfigIssue::new(path, err.to_string()));
+            return None;
+        }
+    };
+    if issues.len() > issues_before {
+        return None;
+    }
+
+    let route_providers = members
+        .iter()
+        .enumerate()
+        .map(|(index, (provider_name, built))| {
+            route_provider(
+                provider_name,
+                built,
+                &models,
+                &serves[index],
+                &route.circuit_breaker,
+            )
+        })
+        .collect();
+    Some(new_route(
+        name,
+        models,
+        route_providers,
+        route.failover_policy,
+        order,
+        route.failover_on_content_filter,
+        &route.retry,
+        &route.timeouts,
+        client,
+        false,
+    ))
+}
+
+/// Models of a route without `models`: each provider's first listed model, or the route
+/// name. Returns the models, which provider serves which, and provider-first order so
+/// that `round_robin` rotates across providers.
+fn models_from_providers(
+    route_name: &str,
+    members: &[(&str, &BuiltProvider<'_>)],
+) -> (Vec<Arc<ModelSpec>>, Vec<Vec<bool>>, TargetOrder) {
+    let mut models: Vec<Arc<ModelSpec>> = Vec::new();
+    let mut chosen = Vec::new();
+    for (_, built) in members {
+        let model = built
+            .config
+            .models
+            .first()
+            .map_or(route_name, String::as_str);
+        let index = match models.iter().position(|spec| &*spec.name == model) {
+            Some(index) => index,
+            None => {
+                models.push(Arc::new(ModelSpec::assumed(model)));
+                models.len() - 1
+            }
+        };
+        chosen.push(index);
+    }
+    let serves = chosen
+        .iter()
+        .map(|index| (0..models.len()).map(|model| model == *index).collect())
+        .collect();
+    (models, serves, TargetOrder::ProviderFirst)
+}
+
+/// Models of a route with `models`, by descending weight, and which provider serves
+/// each: every route provider that lists the model, or only the provider an entry such
+/// as `provider/model` names.
+fn models_from_route(
+    path: &str,
+    route: &RouteConfig,
+    members: &[(&str, &BuiltProvider<'_>)],
+    issues: &mut Vec<ConfigIssue>,
+) -> (Vec<Arc<ModelSpec>>, Vec<Vec<bool>>, TargetOrder) {
+    let mut entries: Vec<_> = route.models.iter().enumerate().collect();
+    // Stable, so equal weights keep their written order.
+    entries.sort_by(|(_, a), (_, b)| b.weight.total_cmp(&a.weight));
+
+    let mut models = Vec::new();
+    let mut serves = vec![Vec::new(); members.len()];
+    for (index, entry) in entries {
+        let entry_path = format!("{path}.models[{index}]");
+        if !(0.0..=1.0).contains(&entry.weight) {
+            issues.push(ConfigIssue::new(
+                format!("{entry_path}.weight"),
+                format!("must be in 0.0..=1.0, got {}", entry.weight),
+            ));
+            continue;
+        }
+        if entry.model().is_empty() {
+            issues.push(ConfigIssue::new(
+                format!("{entry_path}.name"),
+                "must not be empty",
+            ));
+            continue;
+        }
+        if let Some(bound) = entry.provider() {
+            if !members.iter().any(|(name, _)| *name == bound) {
+                issues.push(ConfigIssue::new(
+                    format!("{entry_path}.name"),
+                    format!(
+                        "`{}` names provider `{bound}`, which is not in this route",
+                        entry.name
+                    ),
+                ));
+                continue;
+            }
+        }
+
+        let served: Vec<bool> = members
+            .iter()
+            .map(|(name, built)| match entry.provider() {
+                Some(bound) => bound == *name,
+                None => built
+                    .config
+                    .models
+                    .iter()
+                    .any(|model| model == entry.model()),
+            })
+            .collect();
+        if !served.contains(&true) {
+            issues.push(ConfigIssue::new(
+                format!("{entry_path}.name"),
+                format!(
+                    "no provider of this route lists model `{}`; add it to a provider's `models`",
+                    entry.model()
+                ),
+            ));
+            continue;
+        }
+
+        models.push(Arc::new(ModelSpec {
+            name: Arc::from(entry.model()),
+            weight: entry.weight,
+            context_window: entry.context_window,
+            tools: entry.tools.unwrap_or(true),
+            json_mode: entry.json_mode.unwrap_or(true),
+            vision: entry.vision.unwrap_or(true),
+        }));
+        for (provider, served) in served.into_iter().enumerate() {
+            serves[provider].push(served);
+        }
+    }
+    (models, serves, route.order)
+}
+
+fn route_provider(
+    name: &str,
+    built: &BuiltProvider<'_>,
+    models: &[Arc<ModelSpec>],
+    serves: &[bool],
+    breaker: &CircuitBreakerConfig,
+) -> RouteProvider {
+    let targets = models
+        .iter()
+        .zip(serves)
+        .map(|(model, served)| {
+            if !served {
+                return Vec::new();
+            }
+            built
+                .endpoints
+                .iter()
+                .filter_map(|endpoint| build_target(endpoint, model, breaker))
+                .collect()
+        })
+        .collect();
+    RouteProvider {
+        name: Arc::from(name),
+        targets,
+        region_strategy: built.config.region_strategy,
+        region_exploration: built.config.region_exploration,
+        next_region: AtomicUsize::new(0),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_route(
+    name: &str,
+    models: Vec<Arc<ModelSpec>>,
+    providers: Vec<RouteProvider>,
+    failover_policy: FailoverPolicy,
+    order: TargetOrder,
+    failover_on_content_filter: bool,
+    retry: &RetryConfig,
+    timeouts: &TimeoutConfig,
+    client: HttpClient,
+    implicit: bool,
+) -> Route {
+    let target_count = providers
+        .iter()
+        .flat_map(|provider| &provider.targets)
+        .map(Vec::len)
+        .sum();
+    Route {
+        name: Arc::from(name),
+        models,
+        providers,
+        failover_policy,
+        order,
+        failover_on_content_filter,
+        retry: retry.clone(),
+        timeouts: timeouts.clone(),
+        client,
+        implicit,
+        target_count,
+        next_start: AtomicUsize::new(0),
+    }
+}
+
 /// Serves each model a provider lists, under the model's own name, through the providers
 /// that list it, with the policies of `[defaults]`. A written route of the same name wins.
 fn add_implicit_routes(
     config: &EngineConfig,
-    providers: &IndexMap<&str, Arc<Provider>>,
+    providers: &IndexMap<&str, BuiltProvider<'_>>,
     routes: &mut IndexMap<String, Arc<Route>>,
     issues: &mut Vec<ConfigIssue>,
 ) {
     let defaults = &config.defaults;
-    let mut models: IndexMap<&str, Vec<Arc<Target>>> = IndexMap::new();
-    for (name, provider) in providers {
-        for model in &config.providers[*name].models {
-            if routes.contains_key(model) {
-                continue;
-            }
-            if let Some(target) = build_target(provider, model, &defaults.circuit_breaker) {
-                models.entry(model.as_str()).or_default().push(target);
+    let mut listed: IndexMap<&str, Vec<(&str, &BuiltProvider<'_>)>> = IndexMap::new();
+    for (name, built) in providers {
+        for model in &built.config.models {
+            if !routes.contains_key(model) {
+                listed
+                    .entry(model.as_str())
+                    .or_default()
+                    .push((name, built));
             }
         }
     }
-    if models.is_empty() {
+    if listed.is_empty() {
         return;
     }
 
@@ -183,49 +399,141 @@ fn add_implicit_routes(
             return;
         }
     };
-    for (model, targets) in models {
-        routes.insert(
-            model.to_owned(),
-            Arc::new(Route {
-                name: Arc::from(model),
-                targets,
-                failover_policy: FailoverPolicy::Sequential,
-                retry: defaults.retry.clone(),
-                timeouts: defaults.timeouts.clone(),
-                client: client.clone(),
-                implicit: true,
-                next_start: AtomicUsize::new(0),
-            }),
+    for (model, members) in listed {
+        let models = vec![Arc::new(ModelSpec::assumed(model))];
+        let route_providers = members
+            .iter()
+            .map(|(name, built)| {
+                route_provider(name, built, &models, &[true], &defaults.circuit_breaker)
+            })
+            .collect();
+        let route = new_route(
+            model,
+            models,
+            route_providers,
+            FailoverPolicy::Sequential,
+            TargetOrder::ModelFirst,
+            false,
+            &defaults.retry,
+            &defaults.timeouts,
+            client.clone(),
+            true,
         );
+        routes.insert(model.to_owned(), Arc::new(route));
+    }
+}
+
+impl ModelSpec {
+    /// A model with full weight, no known window and every capability assumed.
+    fn assumed(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            weight: 1.0,
+            context_window: None,
+            tools: true,
+            json_mode: true,
+            vision: true,
+        }
     }
 }
 
 fn build_target(
-    provider: &Arc<Provider>,
-    model: &str,
+    endpoint: &Arc<Endpoint>,
+    model: &Arc<ModelSpec>,
     breaker: &CircuitBreakerConfig,
 ) -> Option<Arc<Target>> {
     // The breaker settings were validated with the route; an invalid one was reported.
     let breaker = CircuitBreaker::new(breaker.clone()).ok()?;
+    let id = match &endpoint.region {
+        Some(region) => format!("{}@{region}/{}", endpoint.provider, model.name),
+        None => format!("{}/{}", endpoint.provider, model.name),
+    };
     Some(Arc::new(Target {
-        id: Arc::from(format!("{}/{model}", provider.name)),
-        provider: Arc::clone(provider),
-        model: Arc::from(model),
+        id: Arc::from(id),
+        endpoint: Arc::clone(endpoint),
+        model: Arc::clone(model),
         breaker,
+        latency: PeakEwma::new(LATENCY_DECAY),
     }))
 }
 
-fn build_provider(
+/// Builds a provider's endpoints: one per region, or one from `base_url` without
+/// regions.
+fn build_endpoints(
     name: &str,
     config: &ProviderConfig,
     lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<Provider, ConfigIssue> {
+) -> Result<Vec<Arc<Endpoint>>, Vec<ConfigIssue>> {
     let path = format!("providers.{name}");
+    let provider_name: Arc<str> = Arc::from(name);
 
-    let base_url = config
-        .base_url
-        .as_deref()
-        .unwrap_or(config.kind.default_base_url());
+    if config.regions.is_empty() {
+        if config.region_strategy != RegionStrategy::Sequential {
+            return Err(vec![ConfigIssue::new(
+                format!("{path}.region_strategy"),
+                "has no effect without [providers.NAME.regions]; remove it or add regions",
+            )]);
+        }
+        let base_url = config
+            .base_url
+            .as_deref()
+            .unwrap_or(config.kind.default_base_url());
+        let endpoint = build_endpoint(
+            &path,
+            &provider_name,
+            None,
+            config,
+            base_url,
+            config.api_key.as_deref(),
+            lookup,
+        )
+        .map_err(|issue| vec![issue])?;
+        return Ok(vec![Arc::new(endpoint)]);
+    }
+
+    if config.base_url.is_some() {
+        return Err(vec![ConfigIssue::new(
+            format!("{path}.base_url"),
+            "a provider with regions takes each region's base_url; move it into a region",
+        )]);
+    }
+    let mut endpoints = Vec::new();
+    let mut issues = Vec::new();
+    for (region, region_config) in &config.regions {
+        let region_path = format!("{path}.regions.{region}");
+        let key = region_config
+            .api_key
+            .as_deref()
+            .or(config.api_key.as_deref());
+        match build_endpoint(
+            &region_path,
+            &provider_name,
+            Some(region),
+            config,
+            &region_config.base_url,
+            key,
+            lookup,
+        ) {
+            Ok(endpoint) => endpoints.push(Arc::new(endpoint)),
+            Err(issue) => issues.push(issue),
+        }
+    }
+    if issues.is_empty() {
+        Ok(endpoints)
+    } else {
+        Err(issues)
+    }
+}
+
+fn build_endpoint(
+    path: &str,
+    provider: &Arc<str>,
+    region: Option<&str>,
+    config: &ProviderConfig,
+    base_url: &str,
+    api_key: Option<&str>,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<Endpoint, ConfigIssue> {
     let base_url = expand_env(base_url, lookup)
         .map_err(|message| ConfigIssue::new(format!("{path}.base_url"), message))?;
     let chat_url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
@@ -242,7 +550,7 @@ fn build_provider(
         ));
     }
 
-    let authorization = match &config.api_key {
+    let authorization = match api_key {
         None => None,
         Some(key) => {
             let key = expand_env(key, lookup)
@@ -258,8 +566,9 @@ fn build_provider(
         }
     };
 
-    Ok(Provider {
-        name: Arc::from(name),
+    Ok(Endpoint {
+        provider: Arc::clone(provider),
+        region: region.map(Arc::from),
         kind: config.kind,
         chat_url,
         authorization,

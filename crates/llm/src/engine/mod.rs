@@ -5,28 +5,30 @@
 mod attempt;
 mod body;
 mod build;
+mod explain;
 mod outcome;
+mod plan;
+mod route;
 mod strategy;
 mod stream;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adpa_resilience::circuit_breaker::{Outcome, Transition};
-use adpa_resilience::{CircuitBreaker, Deadline, RetryConfig, RetryDecision, TimeoutConfig};
+use adpa_resilience::latency::PeakEwma;
+use adpa_resilience::{CircuitBreaker, RetryConfig, TimeoutConfig};
 use http::HeaderValue;
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use tokio::time::Instant;
 
-use crate::config::{FailoverPolicy, ProviderKind};
+use crate::config::{FailoverPolicy, ProviderKind, RegionStrategy, TargetOrder};
 use crate::error::AttemptError;
 use crate::http::HttpClient;
 use crate::request::ChatRequest;
 
-use attempt::AttemptSuccess;
 pub use outcome::{AttemptRecord, EngineError, EngineResponse, ResponseBody};
+pub use plan::{SkipReason, Skipped};
 pub use strategy::{recovery_for, Recovery};
 pub use stream::ChatStream;
 
@@ -35,6 +37,18 @@ pub use stream::ChatStream;
 pub struct RequestContext {
     /// The id that logs and error bodies carry.
     pub request_id: Arc<str>,
+    /// The lowest model weight the client accepts (`x-adpa-min-quality`).
+    pub min_quality: Option<f64>,
+}
+
+impl RequestContext {
+    /// Creates a context with an id and no other constraints.
+    pub fn new(request_id: impl Into<Arc<str>>) -> Self {
+        Self {
+            request_id: request_id.into(),
+            min_quality: None,
+        }
+    }
 }
 
 /// The engine built from a config: routes, their targets and the upstream clients.
@@ -47,43 +61,76 @@ pub struct Engine {
     routes: indexmap::IndexMap<String, Arc<Route>>,
 }
 
-/// A route with its targets in configured order.
+/// A route: its models and providers, from which each request's targets are planned.
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
-    pub(crate) targets: Vec<Arc<Target>>,
+    /// Models by descending weight.
+    pub(crate) models: Vec<Arc<ModelSpec>>,
+    /// Providers in route order: primary, then secondaries.
+    pub(crate) providers: Vec<RouteProvider>,
     pub(crate) failover_policy: FailoverPolicy,
+    pub(crate) order: TargetOrder,
+    pub(crate) failover_on_content_filter: bool,
     pub(crate) retry: RetryConfig,
     pub(crate) timeouts: TimeoutConfig,
     pub(crate) client: HttpClient,
     /// Created for a model a provider lists, not written as a route.
     pub(crate) implicit: bool,
+    pub(crate) target_count: usize,
     next_start: AtomicUsize,
 }
 
-/// One provider × model, with its own circuit breaker.
+/// One provider of a route, with its targets by model and region.
 #[derive(Debug)]
-pub(crate) struct Target {
-    /// `provider/model`, as logs and error bodies name it.
-    pub(crate) id: Arc<str>,
-    pub(crate) provider: Arc<Provider>,
-    pub(crate) model: Arc<str>,
-    pub(crate) breaker: CircuitBreaker,
+pub(crate) struct RouteProvider {
+    pub(crate) name: Arc<str>,
+    /// `targets[model]` holds one target per region for the route's model at that
+    /// index, or none when the provider does not serve that model.
+    pub(crate) targets: Vec<Vec<Arc<Target>>>,
+    pub(crate) region_strategy: RegionStrategy,
+    pub(crate) region_exploration: Duration,
+    next_region: AtomicUsize,
 }
 
-/// A provider's endpoint and credentials.
-pub(crate) struct Provider {
+/// A model as a route uses it: the name sent upstream, its weight and capabilities.
+#[derive(Debug)]
+pub(crate) struct ModelSpec {
     pub(crate) name: Arc<str>,
+    pub(crate) weight: f64,
+    pub(crate) context_window: Option<u64>,
+    pub(crate) tools: bool,
+    pub(crate) json_mode: bool,
+    pub(crate) vision: bool,
+}
+
+/// One provider × region × model, with its own circuit breaker and latency average.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// `provider/model`, or `provider@region/model` for a provider with regions, as
+    /// logs and error bodies name it.
+    pub(crate) id: Arc<str>,
+    pub(crate) endpoint: Arc<Endpoint>,
+    pub(crate) model: Arc<ModelSpec>,
+    pub(crate) breaker: CircuitBreaker,
+    pub(crate) latency: PeakEwma,
+}
+
+/// One endpoint of a provider: a region, or the provider itself without regions.
+pub(crate) struct Endpoint {
+    pub(crate) provider: Arc<str>,
+    pub(crate) region: Option<Arc<str>>,
     pub(crate) kind: ProviderKind,
     pub(crate) chat_url: http::Uri,
     /// `Bearer <key>`, marked sensitive so hyper never logs it.
     pub(crate) authorization: Option<HeaderValue>,
 }
 
-impl std::fmt::Debug for Provider {
+impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider")
-            .field("name", &self.name)
+        f.debug_struct("Endpoint")
+            .field("provider", &self.provider)
+            .field("region", &self.region)
             .field("kind", &self.kind)
             .field("chat_url", &self.chat_url)
             .finish_non_exhaustive()
@@ -108,7 +155,11 @@ impl Engine {
             .values()
             .map(|route| RouteInfo {
                 name: route.name.to_string(),
-                targets: route.targets.iter().map(|t| t.id.to_string()).collect(),
+                targets: route
+                    .configured_order()
+                    .iter()
+                    .map(|target| target.id.to_string())
+                    .collect(),
                 implicit: route.implicit,
             })
             .collect()
@@ -137,193 +188,6 @@ impl Engine {
             });
         };
         route.execute(request, context).await
-    }
-}
-
-impl Route {
-    /// Returns the targets in the order this request tries them.
-    fn ordered_targets(&self) -> impl Iterator<Item = &Arc<Target>> {
-        let start = match self.failover_policy {
-            FailoverPolicy::Sequential => 0,
-            FailoverPolicy::RoundRobin => {
-                self.next_start.fetch_add(1, Ordering::Relaxed) % self.targets.len().max(1)
-            }
-        };
-        self.targets[start..].iter().chain(&self.targets[..start])
-    }
-
-    async fn execute(
-        &self,
-        request: &ChatRequest,
-        context: &RequestContext,
-    ) -> Result<EngineResponse, EngineError> {
-        let deadline = Deadline::after(Instant::now(), self.timeouts.total_timeout);
-        let mut rng = SmallRng::from_rng(&mut rand::rng());
-        let mut attempts = Vec::new();
-        let mut skipped = Vec::new();
-        let mut last: Option<AttemptError> = None;
-        let mut first_reopen: Option<Duration> = None;
-
-        for target in self.ordered_targets() {
-            let mut retries_done = 0;
-            loop {
-                let now = Instant::now();
-                if deadline.is_expired(now) {
-                    return Err(EngineError::DeadlineExceeded { last, attempts });
-                }
-
-                let permit = match target.breaker.try_acquire(now.into_std()) {
-                    Ok(permit) => permit,
-                    Err(rejected) => {
-                        log_transition(target, rejected.transition, &context.request_id);
-                        let wait = rejected.retry_at.saturating_duration_since(now.into_std());
-                        first_reopen = Some(first_reopen.map_or(wait, |w| w.min(wait)));
-                        tracing::debug!(
-                            request_id = %context.request_id,
-                            target = %target.id,
-                            "skipping target: circuit breaker open"
-                        );
-                        skipped.push(Arc::clone(&target.id));
-                        break;
-                    }
-                };
-                log_transition(target, permit.transition(), &context.request_id);
-                let guard =
-                    BreakerGuard::new(Arc::clone(target), permit, Arc::clone(&context.request_id));
-
-                let started = Instant::now();
-                let result = attempt::run(self, target, request, deadline, guard).await;
-                let duration_ms = started.elapsed().as_millis() as u64;
-
-                let error = match result {
-                    Ok(success) => {
-                        attempts.push(AttemptRecord {
-                            target: Arc::clone(&target.id),
-                            class: None,
-                            status: Some(200),
-                            duration_ms,
-                        });
-                        return Ok(self.respond(target, attempts, success));
-                    }
-                    Err(error) => error,
-                };
-
-                attempts.push(AttemptRecord {
-                    target: Arc::clone(&target.id),
-                    class: Some(error.class),
-                    status: error.status,
-                    duration_ms,
-                });
-
-                match recovery_for(error.class) {
-                    Recovery::Fail => {
-                        tracing::info!(
-                            request_id = %context.request_id,
-                            target = %target.id,
-                            class = %error.class,
-                            status = error.status,
-                            "target rejected the request; not failing over"
-                        );
-                        return Err(EngineError::Rejected { error, attempts });
-                    }
-                    Recovery::Failover => {
-                        log_failover(
-                            context,
-                            target,
-                            &error,
-                            "error is not retryable on this target",
-                        );
-                        last = Some(error);
-                        break;
-                    }
-                    Recovery::Retry => {}
-                }
-
-                let remaining = deadline.remaining(Instant::now());
-                match self
-                    .retry
-                    .decide(retries_done, error.retry_after, Some(remaining), &mut rng)
-                {
-                    RetryDecision::RetryAfter(delay) => {
-                        tracing::info!(
-                            request_id = %context.request_id,
-                            target = %target.id,
-                            class = %error.class,
-                            status = error.status,
-                            retry = retries_done + 1,
-                            delay_ms = delay.as_millis() as u64,
-                            "retrying target after backoff"
-                        );
-                        last = Some(error);
-                        retries_done += 1;
-                        tokio::time::sleep(delay).await;
-                    }
-                    RetryDecision::Exhausted => {
-                        log_failover(context, target, &error, "retries exhausted");
-                        last = Some(error);
-                        break;
-                    }
-                    RetryDecision::ServerDelayTooLong(_) => {
-                        log_failover(
-                            context,
-                            target,
-                            &error,
-                            "server asked for a delay over max_delay",
-                        );
-                        last = Some(error);
-                        break;
-                    }
-                    RetryDecision::DeadlineTooClose(_) => {
-                        log_failover(
-                            context,
-                            target,
-                            &error,
-                            "retry delay would pass the deadline",
-                        );
-                        last = Some(error);
-                        break;
-                    }
-                }
-            }
-        }
-
-        let retry_after = match &last {
-            Some(error) => error.retry_after,
-            None => first_reopen,
-        };
-        tracing::warn!(
-            request_id = %context.request_id,
-            route = %self.name,
-            attempts = attempts.len(),
-            skipped = skipped.len(),
-            class = last.as_ref().map(|e| e.class.as_str()),
-            "all targets failed"
-        );
-        Err(EngineError::Exhausted {
-            last,
-            attempts,
-            skipped,
-            retry_after,
-        })
-    }
-
-    fn respond(
-        &self,
-        target: &Target,
-        attempts: Vec<AttemptRecord>,
-        success: AttemptSuccess,
-    ) -> EngineResponse {
-        let body = match success {
-            AttemptSuccess::Complete { bytes, usage } => ResponseBody::Complete { bytes, usage },
-            AttemptSuccess::Stream(stream) => ResponseBody::Stream(stream),
-        };
-        EngineResponse {
-            route: Arc::clone(&self.name),
-            provider: Arc::clone(&target.provider.name),
-            model: Arc::clone(&target.model),
-            attempts,
-            body,
-        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::plan::{SkipReason, Skipped};
 use super::stream::ChatStream;
 use crate::error::{AttemptError, ErrorClass};
 use crate::usage::Usage;
@@ -31,6 +32,8 @@ pub struct EngineResponse {
     pub route: Arc<str>,
     /// The provider that served the request.
     pub provider: Arc<str>,
+    /// The provider's region, when it has regions.
+    pub region: Option<Arc<str>>,
     /// The model name sent to that provider.
     pub model: Arc<str>,
     /// Every attempt made, the successful one last.
@@ -77,8 +80,8 @@ pub enum EngineError {
         last: Option<AttemptError>,
         /// Every attempt made.
         attempts: Vec<AttemptRecord>,
-        /// Targets skipped because their breaker is open.
-        skipped: Vec<Arc<str>>,
+        /// Targets not tried, with the reason.
+        skipped: Vec<Skipped>,
         /// When the client may try again: the delay the last target asked for, or the
         /// time until the first breaker admits probes.
         retry_after: Option<Duration>,
@@ -101,6 +104,24 @@ impl EngineError {
             | Self::Exhausted { attempts, .. }
             | Self::DeadlineExceeded { attempts, .. } => attempts,
         }
+    }
+
+    /// Returns the targets that were not tried, with the reason.
+    pub fn skipped(&self) -> &[Skipped] {
+        match self {
+            Self::Exhausted { skipped, .. } => skipped,
+            Self::UnknownRoute { .. } | Self::Rejected { .. } | Self::DeadlineExceeded { .. } => {
+                &[]
+            }
+        }
+    }
+
+    /// Returns whether every skipped target was skipped only because its breaker is
+    /// open, so that trying again later may succeed.
+    pub fn only_circuits_open(&self) -> bool {
+        self.skipped()
+            .iter()
+            .all(|s| s.reason == SkipReason::CircuitOpen)
     }
 
     /// Returns the message shown to the client.
@@ -137,10 +158,10 @@ impl EngineError {
                 skipped,
                 ..
             } => format!(
-                "every target is unavailable: circuit breaker open for {}",
+                "no target can serve this request: {}",
                 skipped
                     .iter()
-                    .map(|t| t.as_ref())
+                    .map(|s| format!("{} ({})", s.target, s.reason.as_str()))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

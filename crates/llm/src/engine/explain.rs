@@ -1,0 +1,134 @@
+//! Descriptions of routes for people: the order targets are tried in, and warnings about
+//! gaps in a fallback chain.
+
+use std::fmt::Write;
+
+use super::{Engine, ModelSpec, Route};
+use crate::config::{ConfigIssue, FailoverPolicy, RegionStrategy, TargetOrder};
+
+impl Engine {
+    /// Describes how `route` orders its targets, or `None` for an unknown route.
+    pub fn explain(&self, route: &str) -> Option<String> {
+        self.routes.get(route).map(|route| route.explain())
+    }
+
+    /// Returns warnings about routes whose fallback chain has a gap: a capability that
+    /// only the first model has, or that no model has.
+    pub fn warnings(&self) -> Vec<ConfigIssue> {
+        self.routes
+            .values()
+            .filter(|route| !route.implicit)
+            .flat_map(|route| route.warnings())
+            .collect()
+    }
+}
+
+/// Reads one capability of a model.
+type HasCapability = fn(&ModelSpec) -> bool;
+
+impl Route {
+    fn explain(&self) -> String {
+        let mut text = String::new();
+        let policy = match self.failover_policy {
+            FailoverPolicy::Sequential => "sequential",
+            FailoverPolicy::RoundRobin => "round_robin (each request starts one provider later)",
+        };
+        let order = match self.order {
+            TargetOrder::ModelFirst => "by model weight, then provider",
+            TargetOrder::ProviderFirst => "by provider, then model weight",
+        };
+        let _ = writeln!(
+            text,
+            "route {}: targets ordered {order}; failover_policy = {policy}",
+            self.name
+        );
+
+        for (index, target) in self.configured_order().iter().enumerate() {
+            let _ = writeln!(
+                text,
+                "  {:>2}. {:<40} weight {:.2}  {}",
+                index + 1,
+                target.id,
+                target.model.weight,
+                describe_model(&target.model)
+            );
+        }
+
+        for provider in &self.providers {
+            let regions = provider.targets.iter().map(Vec::len).max().unwrap_or(0);
+            if regions > 1 {
+                let strategy = match provider.region_strategy {
+                    RegionStrategy::Sequential => "sequential: in the order written".to_owned(),
+                    RegionStrategy::RoundRobin => "round_robin: each request starts one region later".to_owned(),
+                    RegionStrategy::LatencyBased => format!(
+                        "latency_based: fastest healthy region first; a region idle for {:?} is tried first once",
+                        provider.region_exploration
+                    ),
+                };
+                let _ = writeln!(text, "  regions of {}: {strategy}", provider.name);
+            }
+        }
+        text.push_str(
+            "  skipped per request: targets whose breaker is open, whose weight is below \
+             x-adpa-min-quality, whose context window is too small for the prompt, or whose \
+             model lacks tools, JSON mode or images the request uses\n",
+        );
+        text
+    }
+
+    fn warnings(&self) -> Vec<ConfigIssue> {
+        let path = format!("routes.{}.models", self.name);
+        let capabilities: [(&str, HasCapability); 3] = [
+            ("tools", |model| model.tools),
+            ("json_mode", |model| model.json_mode),
+            ("vision", |model| model.vision),
+        ];
+
+        let mut warnings = Vec::new();
+        for (capability, has) in capabilities {
+            let capable: Vec<&str> = self
+                .models
+                .iter()
+                .filter(|model| has(model))
+                .map(|model| &*model.name)
+                .collect();
+            if capable.is_empty() {
+                warnings.push(ConfigIssue::new(
+                    &path,
+                    format!(
+                        "no model supports {capability}; requests that use it will be rejected"
+                    ),
+                ));
+            } else if self.models.len() > 1 && capable == [&*self.models[0].name] {
+                warnings.push(ConfigIssue::new(
+                    &path,
+                    format!(
+                        "only `{}` supports {capability}; requests that use it have no fallback",
+                        capable[0]
+                    ),
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+fn describe_model(model: &ModelSpec) -> String {
+    let window = model.context_window.map_or_else(
+        || "window ?".to_owned(),
+        |window| format!("window {window}"),
+    );
+    let mut capabilities = Vec::new();
+    for (name, has) in [
+        ("tools", model.tools),
+        ("json", model.json_mode),
+        ("vision", model.vision),
+    ] {
+        capabilities.push(if has {
+            name.to_owned()
+        } else {
+            format!("no-{name}")
+        });
+    }
+    format!("{window}  {}", capabilities.join(" "))
+}

@@ -1,0 +1,179 @@
+//! Planning one request: the order of a route's targets, and which of them can serve
+//! the request at all.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{Route, RouteProvider, Target};
+use crate::config::{FailoverPolicy, RegionStrategy, TargetOrder};
+use crate::request::Needs;
+
+/// Why a target was not tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Its circuit breaker is open.
+    CircuitOpen,
+    /// Its model's weight is below the request's `x-adpa-min-quality`.
+    BelowMinQuality,
+    /// The estimated prompt and completion do not fit its model's context window.
+    ContextWindow,
+    /// Its model lacks `tools` support the request needs.
+    NoTools,
+    /// Its model lacks the JSON mode the request needs.
+    NoJsonMode,
+    /// Its model lacks the image input the request needs.
+    NoVision,
+    /// An earlier target's model rejected the prompt as too long, and this model's
+    /// window is not larger.
+    ContextLengthExceeded,
+}
+
+impl SkipReason {
+    /// Returns the snake_case label used in logs and error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CircuitOpen => "circuit_open",
+            Self::BelowMinQuality => "below_min_quality",
+            Self::ContextWindow => "context_window",
+            Self::NoTools => "no_tools",
+            Self::NoJsonMode => "no_json_mode",
+            Self::NoVision => "no_vision",
+            Self::ContextLengthExceeded => "context_length_exceeded",
+        }
+    }
+}
+
+/// A target that was not tried, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    /// The target's id.
+    pub target: Arc<str>,
+    /// Why it was not tried.
+    pub reason: SkipReason,
+}
+
+impl Route {
+    /// Returns the targets in the order this request tries them: by model weight then
+    /// provider order (or the reverse with `order = "provider_first"`), each provider's
+    /// regions in its region strategy's order.
+    pub(crate) fn plan(&self, now: Instant) -> Vec<Arc<Target>> {
+        let providers = self.provider_order();
+        let mut targets = Vec::with_capacity(self.target_count);
+        match self.order {
+            TargetOrder::ModelFirst => {
+                for model in 0..self.models.len() {
+                    for &provider in &providers {
+                        self.providers[provider].push_regions(model, now, &mut targets);
+                    }
+                }
+            }
+            TargetOrder::ProviderFirst => {
+                for &provider in &providers {
+                    for model in 0..self.models.len() {
+                        self.providers[provider].push_regions(model, now, &mut targets);
+                    }
+                }
+            }
+        }
+        targets
+    }
+
+    /// Returns the targets in configured order, without rotation or latency ordering.
+    pub(crate) fn configured_order(&self) -> Vec<Arc<Target>> {
+        let mut targets = Vec::with_capacity(self.target_count);
+        let mut push = |provider: &RouteProvider, model: usize| {
+            targets.extend(provider.targets[model].iter().cloned());
+        };
+        match self.order {
+            TargetOrder::ModelFirst => {
+                for model in 0..self.models.len() {
+                    self.providers
+                        .iter()
+                        .for_each(|provider| push(provider, model));
+                }
+            }
+            TargetOrder::ProviderFirst => {
+                for provider in &self.providers {
+                    (0..self.models.len()).for_each(|model| push(provider, model));
+                }
+            }
+        }
+        targets
+    }
+
+    fn provider_order(&self) -> Vec<usize> {
+        let count = self.providers.len();
+        let start = match self.failover_policy {
+            FailoverPolicy::Sequential => 0,
+            FailoverPolicy::RoundRobin if count > 1 => {
+                self.next_start.fetch_add(1, Ordering::Relaxed) % count
+            }
+            FailoverPolicy::RoundRobin => 0,
+        };
+        (0..count).map(|index| (start + index) % count).collect()
+    }
+}
+
+impl RouteProvider {
+    /// Appends this provider's targets for `model`, in region strategy order.
+    fn push_regions(&self, model: usize, now: Instant, out: &mut Vec<Arc<Target>>) {
+        let regions = &self.targets[model];
+        if regions.len() <= 1 {
+            out.extend(regions.iter().cloned());
+            return;
+        }
+
+        match self.region_strategy {
+            RegionStrategy::Sequential => out.extend(regions.iter().cloned()),
+            RegionStrategy::RoundRobin => {
+                let start = self.next_region.fetch_add(1, Ordering::Relaxed) % regions.len();
+                out.extend(regions[start..].iter().chain(&regions[..start]).cloned());
+            }
+            RegionStrategy::LatencyBased => {
+                // A region not tried for `region_exploration` goes first, once per
+                // period; the rest go healthy before failing, fastest first.
+                let (mut explore, mut rest): (Vec<_>, Vec<_>) =
+                    regions.iter().cloned().partition(|target| {
+                        target
+                            .latency
+                            .claim_exploration(self.region_exploration, now)
+                    });
+                rest.sort_by_key(|target| target.latency.rank());
+                explore.append(&mut rest);
+                out.append(&mut explore);
+            }
+        }
+    }
+}
+
+/// Returns why `target` cannot serve a request with `needs`, if it cannot.
+pub(crate) fn ineligible(
+    target: &Target,
+    needs: &Needs,
+    min_quality: Option<f64>,
+) -> Option<SkipReason> {
+    let model = &target.model;
+    if min_quality.is_some_and(|min| model.weight < min) {
+        return Some(SkipReason::BelowMinQuality);
+    }
+    if model
+        .context_window
+        .is_some_and(|window| needs.estimated_tokens > window)
+    {
+        return Some(SkipReason::ContextWindow);
+    }
+    if needs.tools && !model.tools {
+        return Some(SkipReason::NoTools);
+    }
+    if needs.json_mode && !model.json_mode {
+        return Some(SkipReason::NoJsonMode);
+    }
+    if needs.vision && !model.vision {
+        return Some(SkipReason::NoVision);
+    }
+    None
+}

@@ -1,0 +1,239 @@
+//! Serving one request on a route: attempts in plan order, retries, failover.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adpa_resilience::{Deadline, RetryDecision};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::time::Instant;
+
+use super::attempt::{self, AttemptSuccess};
+use super::plan::{ineligible, SkipReason, Skipped};
+use super::{
+    log_failover, log_transition, recovery_for, AttemptRecord, BreakerGuard, EngineError,
+    EngineResponse, Recovery, RequestContext, ResponseBody, Route, Target,
+};
+use crate::error::{AttemptError, ErrorClass};
+use crate::request::ChatRequest;
+
+/// The model and window of a target that rejected the prompt as too long; later targets
+/// are only tried with a larger window.
+struct TooLong {
+    model: Arc<str>,
+    window: Option<u64>,
+}
+
+impl TooLong {
+    fn excludes(&self, target: &Target) -> bool {
+        if target.model.name == self.model {
+            return true;
+        }
+        match (self.window, target.model.context_window) {
+            (Some(failed), Some(window)) => window <= failed,
+            _ => false,
+        }
+    }
+}
+
+impl Route {
+    pub(crate) async fn execute(
+        &self,
+        request: &ChatRequest,
+        context: &RequestContext,
+    ) -> Result<EngineResponse, EngineError> {
+        let started = Instant::now();
+        let deadline = Deadline::after(started, self.timeouts.total_timeout);
+        let needs = request.needs();
+        let mut rng = SmallRng::from_rng(&mut rand::rng());
+        let mut attempts = Vec::new();
+        let mut skipped = Vec::new();
+        let mut last: Option<AttemptError> = None;
+        let mut first_reopen: Option<Duration> = None;
+        let mut too_long: Option<TooLong> = None;
+
+        for target in self.plan(started.into_std()) {
+            let skip = |reason: SkipReason, skipped: &mut Vec<Skipped>| {
+                tracing::debug!(
+                    request_id = %context.request_id,
+                    target = %target.id,
+                    reason = reason.as_str(),
+                    "skipping target"
+                );
+                skipped.push(Skipped {
+                    target: Arc::clone(&target.id),
+                    reason,
+                });
+            };
+            if let Some(reason) = ineligible(&target, &needs, context.min_quality) {
+                skip(reason, &mut skipped);
+                continue;
+            }
+            if too_long
+                .as_ref()
+                .is_some_and(|failed| failed.excludes(&target))
+            {
+                skip(SkipReason::ContextLengthExceeded, &mut skipped);
+                continue;
+            }
+
+            let mut retries_done = 0;
+            loop {
+                let now = Instant::now();
+                if deadline.is_expired(now) {
+                    return Err(EngineError::DeadlineExceeded { last, attempts });
+                }
+
+                let permit = match target.breaker.try_acquire(now.into_std()) {
+                    Ok(permit) => permit,
+                    Err(rejected) => {
+                        log_transition(&target, rejected.transition, &context.request_id);
+                        let wait = rejected.retry_at.saturating_duration_since(now.into_std());
+                        first_reopen = Some(first_reopen.map_or(wait, |w| w.min(wait)));
+                        skip(SkipReason::CircuitOpen, &mut skipped);
+                        break;
+                    }
+                };
+                log_transition(&target, permit.transition(), &context.request_id);
+                let guard =
+                    BreakerGuard::new(Arc::clone(&target), permit, Arc::clone(&context.request_id));
+
+                let attempt_started = Instant::now();
+                let result = attempt::run(self, &target, request, deadline, guard).await;
+                let elapsed = attempt_started.elapsed();
+                let duration_ms = elapsed.as_millis() as u64;
+
+                let error = match result {
+                    Ok(success) => {
+                        target.latency.observe(elapsed, Instant::now().into_std());
+                        attempts.push(AttemptRecord {
+                            target: Arc::clone(&target.id),
+                            class: None,
+                            status: Some(200),
+                            duration_ms,
+                        });
+                        return Ok(self.respond(&target, attempts, success));
+                    }
+                    Err(error) => error,
+                };
+
+                if error.class.counts_against_target() {
+                    target.latency.observe_failure(Instant::now().into_std());
+                }
+                attempts.push(AttemptRecord {
+                    target: Arc::clone(&target.id),
+                    class: Some(error.class),
+                    status: error.status,
+                    duration_ms,
+                });
+
+                match self.recovery(error.class) {
+                    Recovery::Fail => {
+                        tracing::info!(
+                            request_id = %context.request_id,
+                            target = %target.id,
+                            class = %error.class,
+                            status = error.status,
+                            "target rejected the request; not failing over"
+                        );
+                        return Err(EngineError::Rejected { error, attempts });
+                    }
+                    Recovery::Failover => {
+                        if error.class == ErrorClass::ContextLength {
+                            too_long = Some(TooLong {
+                                model: Arc::clone(&target.model.name),
+                                window: target.model.context_window,
+                            });
+                        }
+                        log_failover(
+                            context,
+                            &target,
+                            &error,
+                            "error is not retryable on this target",
+                        );
+                        last = Some(error);
+                        break;
+                    }
+                    Recovery::Retry => {}
+                }
+
+                let remaining = deadline.remaining(Instant::now());
+                let decision =
+                    self.retry
+                        .decide(retries_done, error.retry_after, Some(remaining), &mut rng);
+                let reason = match decision {
+                    RetryDecision::RetryAfter(delay) => {
+                        tracing::info!(
+                            request_id = %context.request_id,
+                            target = %target.id,
+                            class = %error.class,
+                            status = error.status,
+                            retry = retries_done + 1,
+                            delay_ms = delay.as_millis() as u64,
+                            "retrying target after backoff"
+                        );
+                        last = Some(error);
+                        retries_done += 1;
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    RetryDecision::Exhausted => "retries exhausted",
+                    RetryDecision::ServerDelayTooLong(_) => {
+                        "server requested a delay over max_delay"
+                    }
+                    RetryDecision::DeadlineTooClose(_) => "retry delay would pass the deadline",
+                };
+                log_failover(context, &target, &error, reason);
+                last = Some(error);
+                break;
+            }
+        }
+
+        let retry_after = match &last {
+            Some(error) => error.retry_after,
+            None => first_reopen,
+        };
+        tracing::warn!(
+            request_id = %context.request_id,
+            route = %self.name,
+            attempts = attempts.len(),
+            skipped = skipped.len(),
+            class = last.as_ref().map(|e| e.class.as_str()),
+            "all targets failed"
+        );
+        Err(EngineError::Exhausted {
+            last,
+            attempts,
+            skipped,
+            retry_after,
+        })
+    }
+
+    /// Returns the recovery for an error class on this route.
+    fn recovery(&self, class: ErrorClass) -> Recovery {
+        match class {
+            ErrorClass::ContentFilter if self.failover_on_content_filter => Recovery::Failover,
+            _ => recovery_for(class),
+        }
+    }
+
+    fn respond(
+        &self,
+        target: &Target,
+        attempts: Vec<AttemptRecord>,
+        success: AttemptSuccess,
+    ) -> EngineResponse {
+        let body = match success {
+            AttemptSuccess::Complete { bytes, usage } => ResponseBody::Complete { bytes, usage },
+            AttemptSuccess::Stream(stream) => ResponseBody::Stream(stream),
+        };
+        EngineResponse {
+            route: Arc::clone(&self.name),
+            provider: Arc::clone(&target.endpoint.provider),
+            region: target.endpoint.region.clone(),
+            model: Arc::clone(&target.model.name),
+            attempts,
+            body,
+        }
+    }
+}
