@@ -37,7 +37,9 @@ pub(crate) async fn chat_completions(
 
     let min_quality = match min_quality(&request_headers) {
         Ok(value) => value,
-        Err(error) => return error.into_response_with_id(&request_id),
+        Err(message) => {
+            return ApiError::invalid_header(message).into_response_with_id(&request_id)
+        }
     };
     let context = RequestContext {
         request_id: Arc::clone(&request_id),
@@ -66,12 +68,16 @@ pub(crate) async fn chat_completions(
         HeaderValue::from(response.attempts.len()),
     );
     headers::set_target(reply_headers, &response.provider, &response.model);
+    let region = response.region.as_deref().map(HeaderValue::from_str);
+    if let Some(Ok(region)) = region {
+        reply_headers.insert(headers::REGION, region);
+    }
     reply
 }
 
 /// Reads `x-adpa-min-quality`: the lowest model weight, in `0.0..=1.0`, the client
 /// accepts.
-fn min_quality(request_headers: &HeaderMap) -> Result<Option<f64>, ApiError> {
+fn min_quality(request_headers: &HeaderMap) -> Result<Option<f64>, &'static str> {
     let Some(value) = request_headers.get(&headers::MIN_QUALITY) else {
         return Ok(None);
     };
@@ -82,9 +88,7 @@ fn min_quality(request_headers: &HeaderMap) -> Result<Option<f64>, ApiError> {
         .filter(|quality| (0.0..=1.0).contains(quality));
     match parsed {
         Some(quality) => Ok(Some(quality)),
-        None => Err(ApiError::invalid_header(
-            "x-adpa-min-quality must be a number in 0.0..=1.0, such as 0.8",
-        )),
+        None => Err("x-adpa-min-quality must be a number in 0.0..=1.0, such as 0.8"),
     }
 }
 

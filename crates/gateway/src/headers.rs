@@ -16,12 +16,21 @@ pub const MIN_QUALITY: HeaderName = HeaderName::from_static("x-adpa-min-quality"
 /// The number of attempts the request took.
 pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-adpa-attempts");
 
-/// Sets `x-adpa-attempts`, and `x-adpa-provider` and `x-adpa-model` from the last
-/// attempt's target when there was one.
+/// Sets `x-adpa-attempts`, and `x-adpa-provider`, `x-adpa-region` and `x-adpa-model`
+/// from the last attempt's target (`provider/model` or `provider@region/model`) when
+/// there was one.
 pub fn set_attempts(headers: &mut HeaderMap, attempts: &[AttemptRecord]) {
     headers.insert(ATTEMPTS, HeaderValue::from(attempts.len()));
-    if let Some((provider, model)) = attempts.last().and_then(|a| a.target.split_once('/')) {
-        set_target(headers, provider, model);
+    let Some((endpoint, model)) = attempts.last().and_then(|a| a.target.split_once('/')) else {
+        return;
+    };
+    let (provider, region) = match endpoint.split_once('@') {
+        Some((provider, region)) => (provider, Some(region)),
+        None => (endpoint, None),
+    };
+    set_target(headers, provider, model);
+    if let Some(Ok(region)) = region.map(HeaderValue::from_str) {
+        headers.insert(REGION, region);
     }
 }
 
