@@ -120,6 +120,10 @@ impl fmt::Debug for ProviderConfig {
 pub enum ProviderKind {
     /// OpenAI chat completions, also spoken by Groq, vLLM, llama.cpp and Ollama.
     Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API (`generateContent`).
+    Gemini,
 }
 
 impl ProviderKind {
@@ -127,6 +131,17 @@ impl ProviderKind {
     pub fn default_base_url(self) -> &'static str {
         match self {
             Self::Openai => "https://api.openai.com/v1",
+            Self::Anthropic => "https://api.anthropic.com/v1",
+            Self::Gemini => "https://generativelanguage.googleapis.com/v1beta",
+        }
+    }
+
+    /// Returns the event that ends a complete stream of this kind, for error messages.
+    pub fn end_marker(self) -> &'static str {
+        match self {
+            Self::Openai => "data: [DONE]",
+            Self::Anthropic => "message_stop",
+            Self::Gemini => "a finishReason",
         }
     }
 }

@@ -135,6 +135,26 @@ impl ChatRequest {
         self.stream
     }
 
+    /// Returns whether a stream should end with a usage chunk
+    /// (`stream_options.include_usage`).
+    pub fn include_usage(&self) -> bool {
+        #[derive(serde::Deserialize)]
+        struct StreamOptions {
+            #[serde(default)]
+            include_usage: bool,
+        }
+        self.member("stream_options")
+            .and_then(|raw| serde_json::from_str::<StreamOptions>(raw.get()).ok())
+            .is_some_and(|options| options.include_usage)
+    }
+
+    /// Parses a top-level member into a value, for translation to another format.
+    pub fn member_value(&self, key: &str) -> Option<serde_json::Value> {
+        self.member(key)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .filter(|value: &serde_json::Value| !value.is_null())
+    }
+
     /// Returns what the request needs from a model.
     pub fn needs(&self) -> Needs {
         self.needs

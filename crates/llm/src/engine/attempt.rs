@@ -6,16 +6,17 @@ use std::time::SystemTime;
 use adpa_resilience::circuit_breaker::Outcome;
 use adpa_resilience::Deadline;
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderValue, Method};
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, Method};
 use http_body_util::Full;
 use tokio::time::Instant;
 
 use super::body::{deadline_error, BodyReader};
 use super::stream::ChatStream;
 use super::{BreakerGuard, Route, Target};
+use crate::config::ProviderKind;
 use crate::error::{AttemptError, ErrorClass};
-use crate::provider::{self, openai};
+use crate::provider::{self, anthropic, gemini, openai, EventKind, StreamDecoder};
 use crate::request::ChatRequest;
 use crate::sse::EventSplitter;
 use crate::usage::Usage;
@@ -33,6 +34,16 @@ pub(crate) enum AttemptSuccess {
     Stream(ChatStream),
 }
 
+/// A stream whose first content has arrived, with everything needed to go on reading.
+pub(crate) struct StreamStart {
+    pub(crate) reader: BodyReader,
+    pub(crate) splitter: EventSplitter,
+    pub(crate) decoder: Box<dyn StreamDecoder>,
+    pub(crate) held: VecDeque<Bytes>,
+    pub(crate) usage: Option<Usage>,
+    pub(crate) kind: ProviderKind,
+}
+
 /// Runs one attempt and records its outcome in the target's breaker through `guard`.
 ///
 /// A stream counts as successful here once its first content arrived; the stream records
@@ -44,21 +55,14 @@ pub(crate) async fn run(
     deadline: Deadline,
     mut guard: BreakerGuard,
 ) -> Result<AttemptSuccess, AttemptError> {
-    let result = call(route, target, request, deadline).await;
-    match result {
+    match call(route, target, request, deadline).await {
         Ok(Called::Complete { bytes, usage }) => {
             guard.finish(Outcome::Success);
             Ok(AttemptSuccess::Complete { bytes, usage })
         }
-        Ok(Called::Stream {
-            reader,
-            splitter,
-            held,
-        }) => {
+        Ok(Called::Stream(start)) => {
             guard.stream_started();
-            Ok(AttemptSuccess::Stream(ChatStream::new(
-                reader, splitter, held, guard,
-            )))
+            Ok(AttemptSuccess::Stream(ChatStream::new(start, guard)))
         }
         Err(error) => {
             guard.fail(&error);
@@ -68,15 +72,8 @@ pub(crate) async fn run(
 }
 
 enum Called {
-    Complete {
-        bytes: Bytes,
-        usage: Option<Usage>,
-    },
-    Stream {
-        reader: BodyReader,
-        splitter: EventSplitter,
-        held: VecDeque<Bytes>,
-    },
+    Complete { bytes: Bytes, usage: Option<Usage> },
+    Stream(StreamStart),
 }
 
 async fn call(
@@ -97,38 +94,51 @@ async fn call(
     let status = response.status();
     let retry_after = provider::retry_after(response.headers(), SystemTime::now());
     let mut reader = BodyReader::new(response.into_body(), route.timeouts.read_timeout, deadline);
+    let kind = target.endpoint.kind;
 
     if !status.is_success() {
         let body = reader.read_prefix(MAX_ERROR_BODY).await;
-        return Err(openai::classify_error(status.as_u16(), &body).with_retry_after(retry_after));
+        let error = match kind {
+            ProviderKind::Openai => openai::classify_error(status.as_u16(), &body),
+            ProviderKind::Anthropic => anthropic::classify_error(status.as_u16(), &body),
+            ProviderKind::Gemini => gemini::classify_error(status.as_u16(), &body),
+        };
+        return Err(error.with_retry_after(retry_after));
     }
 
     if !request.is_stream() {
         let bytes = reader.read_to_end(MAX_COMPLETION_BODY).await?;
-        let usage = openai::inspect_completion(&bytes)?;
+        let model = &target.model.name;
+        let (bytes, usage) = match kind {
+            ProviderKind::Openai => {
+                let usage = openai::inspect_completion(&bytes)?;
+                (bytes, usage)
+            }
+            ProviderKind::Anthropic => anthropic::complete(&bytes, model)?,
+            ProviderKind::Gemini => gemini::complete(&bytes, model)?,
+        };
         return Ok(Called::Complete { bytes, usage });
     }
 
-    let (splitter, held) =
-        match tokio::time::timeout_at(first_byte_by, first_content(&mut reader)).await {
-            Ok(result) => result?,
-            Err(_) => return Err(first_byte_error(route, deadline)),
-        };
-    Ok(Called::Stream {
-        reader,
-        splitter,
-        held,
-    })
+    let decoder = provider::stream_decoder(kind, request, &target.model.name);
+    let reading = first_content(reader, decoder, kind);
+    match tokio::time::timeout_at(first_byte_by, reading).await {
+        Ok(result) => Ok(Called::Stream(result?)),
+        Err(_) => Err(first_byte_error(route, deadline)),
+    }
 }
 
-/// Reads a stream up to and including its first event with content. Events before it
-/// (a role-only delta, comments) are held back with it, so that a target that fails
-/// before producing content can still be failed over.
+/// Reads a stream up to and including its first event with content. Frames before it
+/// (a role-only delta, pings) are held back with it, so that a target that fails before
+/// producing content can still be failed over.
 async fn first_content(
-    reader: &mut BodyReader,
-) -> Result<(EventSplitter, VecDeque<Bytes>), AttemptError> {
+    mut reader: BodyReader,
+    mut decoder: Box<dyn StreamDecoder>,
+    kind: ProviderKind,
+) -> Result<StreamStart, AttemptError> {
     let mut splitter = EventSplitter::new();
     let mut held = VecDeque::new();
+    let mut usage = None;
     loop {
         let Some(chunk) = reader.next_chunk().await? else {
             return Err(AttemptError::new(
@@ -138,18 +148,26 @@ async fn first_content(
         };
         splitter.push(&chunk);
         while let Some(event) = splitter.next_event() {
-            match openai::inspect_stream_event(&event)? {
-                openai::StreamEvent::Preamble | openai::StreamEvent::Usage(_) => {
-                    held.push_back(event)
+            let decoded = decoder.decode(event)?;
+            usage = decoded.usage.or(usage);
+            let event_kind = decoded.kind();
+            held.extend(decoded.frames);
+            match event_kind {
+                EventKind::Preamble => {}
+                EventKind::Content => {
+                    return Ok(StreamStart {
+                        reader,
+                        splitter,
+                        decoder,
+                        held,
+                        usage,
+                        kind,
+                    });
                 }
-                openai::StreamEvent::Content { .. } => {
-                    held.push_back(event);
-                    return Ok((splitter, held));
-                }
-                openai::StreamEvent::Done => {
+                EventKind::Done => {
                     return Err(AttemptError::new(
                         ErrorClass::Server,
-                        "stream ended with [DONE] before any content",
+                        "stream ended before any content",
                     ));
                 }
             }
@@ -174,6 +192,32 @@ fn build_request(
     target: &Target,
     request: &ChatRequest,
 ) -> Result<http::Request<Full<Bytes>>, AttemptError> {
+    let endpoint = &target.endpoint;
+    let model = &target.model.name;
+
+    let (uri, body) = match endpoint.kind {
+        ProviderKind::Openai => (endpoint.fixed_url.clone(), request.body_for_model(model)),
+        ProviderKind::Anthropic => (
+            endpoint.fixed_url.clone(),
+            anthropic::request_body(request, model)?,
+        ),
+        ProviderKind::Gemini => {
+            let url = format!(
+                "{}{}",
+                endpoint.base_url,
+                gemini::path(model, request.is_stream())
+            );
+            let uri = url.parse::<http::Uri>().map_err(|err| {
+                AttemptError::new(
+                    ErrorClass::InvalidRequest,
+                    format!("model name {model:?} does not fit in a URL: {err}"),
+                )
+            })?;
+            (Some(uri), gemini::request_body(request)?)
+        }
+    };
+    let uri = uri.ok_or_else(|| AttemptError::new(ErrorClass::State, "endpoint has no URL"))?;
+
     let accept = if request.is_stream() {
         HeaderValue::from_static("text/event-stream")
     } else {
@@ -181,18 +225,22 @@ fn build_request(
     };
     let mut builder = http::Request::builder()
         .method(Method::POST)
-        .uri(target.endpoint.chat_url.clone())
+        .uri(uri)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header(ACCEPT, accept);
-    if let Some(authorization) = &target.endpoint.authorization {
-        builder = builder.header(AUTHORIZATION, authorization.clone());
+    if endpoint.kind == ProviderKind::Anthropic {
+        builder = builder.header(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(anthropic::API_VERSION),
+        );
     }
-    builder
-        .body(Full::new(request.body_for_model(&target.model.name)))
-        .map_err(|err| {
-            AttemptError::new(
-                ErrorClass::State,
-                format!("cannot build upstream request: {err}"),
-            )
-        })
+    if let Some((name, value)) = &endpoint.credential {
+        builder = builder.header(name, value.clone());
+    }
+    builder.body(Full::new(body)).map_err(|err| {
+        AttemptError::new(
+            ErrorClass::State,
+            format!("cannot build upstream request: {err}"),
+        )
+    })
 }

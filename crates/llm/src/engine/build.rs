@@ -14,7 +14,7 @@ use indexmap::IndexMap;
 use super::{Endpoint, Engine, ModelSpec, Route, RouteProvider, Target};
 use crate::config::{
     expand_env, ConfigErrors, ConfigIssue, EngineConfig, FailoverPolicy, PolicyConfig,
-    ProviderConfig, RegionStrategy, RouteConfig, TargetOrder,
+    ProviderConfig, ProviderKind, RegionStrategy, RouteConfig, TargetOrder,
 };
 use crate::http::HttpClient;
 
@@ -536,33 +536,46 @@ fn build_endpoint(
 ) -> Result<Endpoint, ConfigIssue> {
     let base_url = expand_env(base_url, lookup)
         .map_err(|message| ConfigIssue::new(format!("{path}.base_url"), message))?;
-    let chat_url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-    let chat_url: http::Uri = chat_url.parse().map_err(|err| {
+    let base_url = base_url.trim_end_matches('/').to_owned();
+    let probe_url: http::Uri = format!("{base_url}/").parse().map_err(|err| {
         ConfigIssue::new(
             format!("{path}.base_url"),
             format!("invalid URL {base_url:?}: {err}"),
         )
     })?;
-    if !matches!(chat_url.scheme_str(), Some("http" | "https")) || chat_url.host().is_none() {
+    if !matches!(probe_url.scheme_str(), Some("http" | "https")) || probe_url.host().is_none() {
         return Err(ConfigIssue::new(
             format!("{path}.base_url"),
             format!("invalid URL {base_url:?}: write it as http://host:port/v1 or https://host/v1"),
         ));
     }
+    let fixed_url = match config.kind {
+        ProviderKind::Openai => Some(format!("{base_url}/chat/completions")),
+        ProviderKind::Anthropic => Some(format!("{base_url}/messages")),
+        ProviderKind::Gemini => None,
+    }
+    .map(|url| url.parse::<http::Uri>())
+    .transpose()
+    .map_err(|err| ConfigIssue::new(format!("{path}.base_url"), format!("invalid URL: {err}")))?;
 
-    let authorization = match api_key {
+    let credential = match api_key {
         None => None,
         Some(key) => {
             let key = expand_env(key, lookup)
                 .map_err(|message| ConfigIssue::new(format!("{path}.api_key"), message))?;
-            let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+            let (name, text) = match config.kind {
+                ProviderKind::Openai => (http::header::AUTHORIZATION, format!("Bearer {key}")),
+                ProviderKind::Anthropic => (http::HeaderName::from_static("x-api-key"), key),
+                ProviderKind::Gemini => (http::HeaderName::from_static("x-goog-api-key"), key),
+            };
+            let mut value = HeaderValue::try_from(text).map_err(|_| {
                 ConfigIssue::new(
                     format!("{path}.api_key"),
                     "the key contains characters not allowed in an HTTP header",
                 )
             })?;
             value.set_sensitive(true);
-            Some(value)
+            Some((name, value))
         }
     };
 
@@ -570,8 +583,9 @@ fn build_endpoint(
         provider: Arc::clone(provider),
         region: region.map(Arc::from),
         kind: config.kind,
-        chat_url,
-        authorization,
+        base_url,
+        fixed_url,
+        credential,
     })
 }
 

@@ -121,9 +121,13 @@ pub(crate) struct Endpoint {
     pub(crate) provider: Arc<str>,
     pub(crate) region: Option<Arc<str>>,
     pub(crate) kind: ProviderKind,
-    pub(crate) chat_url: http::Uri,
-    /// `Bearer <key>`, marked sensitive so hyper never logs it.
-    pub(crate) authorization: Option<HeaderValue>,
+    /// API root without a trailing slash.
+    pub(crate) base_url: String,
+    /// The URL of every request, for kinds whose URL does not name the model.
+    pub(crate) fixed_url: Option<http::Uri>,
+    /// The header that carries the key, in the form the kind expects, with its value
+    /// marked sensitive so hyper never logs it.
+    pub(crate) credential: Option<(http::HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -132,7 +136,7 @@ impl std::fmt::Debug for Endpoint {
             .field("provider", &self.provider)
             .field("region", &self.region)
             .field("kind", &self.kind)
-            .field("chat_url", &self.chat_url)
+            .field("base_url", &self.base_url)
             .finish_non_exhaustive()
     }
 }

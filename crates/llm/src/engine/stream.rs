@@ -15,10 +15,12 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::json;
 
+use super::attempt::StreamStart;
 use super::body::BodyReader;
 use super::BreakerGuard;
+use crate::config::ProviderKind;
 use crate::error::{AttemptError, ErrorClass};
-use crate::provider::openai::{self, StreamEvent};
+use crate::provider::{EventKind, StreamDecoder};
 use crate::sse::EventSplitter;
 use crate::usage::Usage;
 
@@ -51,6 +53,8 @@ impl Stream for ChatStream {
 struct State {
     reader: BodyReader,
     splitter: EventSplitter,
+    decoder: Box<dyn StreamDecoder>,
+    kind: ProviderKind,
     pending: VecDeque<Bytes>,
     guard: BreakerGuard,
     usage: Option<Usage>,
@@ -58,18 +62,15 @@ struct State {
 }
 
 impl ChatStream {
-    pub(crate) fn new(
-        reader: BodyReader,
-        splitter: EventSplitter,
-        held: VecDeque<Bytes>,
-        guard: BreakerGuard,
-    ) -> Self {
+    pub(crate) fn new(start: StreamStart, guard: BreakerGuard) -> Self {
         let state = State {
-            reader,
-            splitter,
-            pending: held,
+            reader: start.reader,
+            splitter: start.splitter,
+            decoder: start.decoder,
+            kind: start.kind,
+            pending: start.held,
             guard,
-            usage: None,
+            usage: start.usage,
             finished: false,
         };
         let inner = futures_util::stream::unfold(state, |mut state| async move {
@@ -102,9 +103,9 @@ impl State {
             Ok(Some(chunk)) => chunk,
             Ok(None) => {
                 let message = if self.splitter.remainder().is_empty() {
-                    "stream ended without data: [DONE]"
+                    format!("stream ended without {}", self.kind.end_marker())
                 } else {
-                    "stream ended in the middle of an event"
+                    "stream ended in the middle of an event".to_owned()
                 };
                 return self.fail(AttemptError::new(ErrorClass::Server, message));
             }
@@ -113,20 +114,15 @@ impl State {
 
         self.splitter.push(&chunk);
         while let Some(event) = self.splitter.next_event() {
-            match openai::inspect_stream_event(&event) {
-                Ok(StreamEvent::Done) => {
-                    self.pending.push_back(event);
-                    return self.succeed();
+            match self.decoder.decode(event) {
+                Ok(decoded) => {
+                    self.usage = decoded.usage.or(self.usage);
+                    let done = decoded.kind() == EventKind::Done;
+                    self.pending.extend(decoded.frames);
+                    if done {
+                        return self.succeed();
+                    }
                 }
-                Ok(StreamEvent::Content { usage }) => {
-                    self.usage = usage.or(self.usage);
-                    self.pending.push_back(event);
-                }
-                Ok(StreamEvent::Usage(usage)) => {
-                    self.usage = Some(usage);
-                    self.pending.push_back(event);
-                }
-                Ok(StreamEvent::Preamble) => self.pending.push_back(event),
                 Err(error) => return self.fail(error),
             }
         }

@@ -5,9 +5,27 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use bytes::Bytes;
+
+use super::{Decoded, StreamDecoder};
 use crate::error::{AttemptError, ErrorClass};
 use crate::sse;
 use crate::usage::Usage;
+
+/// The decoder of an OpenAI-compatible stream: events pass through byte for byte.
+#[derive(Debug)]
+pub struct PassThrough;
+
+impl StreamDecoder for PassThrough {
+    fn decode(&mut self, event: Bytes) -> Result<Decoded, AttemptError> {
+        Ok(match inspect_stream_event(&event)? {
+            StreamEvent::Preamble => Decoded::preamble(vec![event]),
+            StreamEvent::Usage(usage) => Decoded::preamble(vec![event]).with_usage(Some(usage)),
+            StreamEvent::Content { usage } => Decoded::content(vec![event]).with_usage(usage),
+            StreamEvent::Done => Decoded::done(vec![event]),
+        })
+    }
+}
 
 /// The parts of a completion body the gateway reads; everything else passes through.
 #[derive(Debug, Deserialize)]
