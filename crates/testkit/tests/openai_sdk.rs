@@ -144,3 +144,43 @@ async fn sdk_reads_gateway_errors() {
     assert_eq!(limited["attempts"][0]["class"], "rate_limited");
     assert_eq!(limited["attempts"][0]["target"], "limited/sim-model");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_reads_anthropic_and_gemini() {
+    let Some(python) = python() else { return };
+    let anthropic = sim("anthropic", vec![]).await;
+    let gemini = sim("gemini", vec![]).await;
+    let config = format!(
+        "[providers.claude]\nkind = \"anthropic\"\nbase_url = \"http://{}/v1\"\nmodels = [\"claude-3-5-sonnet\"]\n\
+         [providers.gem]\nkind = \"gemini\"\nbase_url = \"http://{}/v1beta\"\nmodels = [\"gemini-1.5-pro\"]\n",
+        anthropic.addr(),
+        gemini.addr()
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+    let base_url = format!("http://{}/v1", gateway.addr());
+
+    let result = run_sdk(
+        &python,
+        &[&base_url, "read", "claude-3-5-sonnet", "gemini-1.5-pro"],
+    )
+    .await;
+
+    for (route, name) in [
+        ("claude-3-5-sonnet", "anthropic"),
+        ("gemini-1.5-pro", "gemini"),
+    ] {
+        let expected = format!("Hello from {name}. This reply comes from a simulated provider.");
+        for mode in ["complete", "stream"] {
+            let seen = &result[route][mode];
+            assert_eq!(seen["content"], expected.as_str(), "{route} {mode}: {seen}");
+            assert_eq!(seen["finish_reason"], "stop", "{route} {mode}");
+            assert_eq!(seen["usage"]["completion_tokens"], 10, "{route} {mode}");
+            let prompt = seen["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+            assert!(prompt > 0, "{route} {mode}: {seen}");
+            assert_eq!(seen["usage"]["total_tokens"], prompt + 10, "{route} {mode}");
+        }
+        assert_eq!(result[route]["complete"]["object"], "chat.completion");
+    }
+    assert_eq!(anthropic.stats().requests, 2);
+    assert_eq!(gemini.stats().requests, 2);
+}

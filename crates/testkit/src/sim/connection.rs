@@ -13,6 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use super::script::{FaultKind, FaultScript};
+use super::wire::{self, Format};
 use super::{openai, RequestRecord, Shared};
 
 /// Largest request head accepted.
@@ -110,6 +111,10 @@ async fn read_request(
                         keep_alive = !value.eq_ignore_ascii_case("close");
                     } else if header.name.eq_ignore_ascii_case("authorization") {
                         api_key = value.strip_prefix("Bearer ").map(str::to_owned);
+                    } else if header.name.eq_ignore_ascii_case("x-api-key")
+                        || header.name.eq_ignore_ascii_case("x-goog-api-key")
+                    {
+                        api_key = Some(value.to_owned());
                     }
                 }
                 if content_length > MAX_BODY {
@@ -156,8 +161,9 @@ async fn handle(
 ) -> Next {
     let path = request.path.split('?').next().unwrap_or_default();
     let written = match (request.method.as_str(), path) {
-        ("POST", path) if path.ends_with("/chat/completions") => {
-            return chat(shared, &request, reader, writer, buffer).await;
+        ("POST", path) if Format::of_path(path).is_some() => {
+            let format = Format::of_path(path).unwrap_or(Format::OpenAi);
+            return chat(shared, format, &request, reader, writer, buffer).await;
         }
         ("GET", path) if path.ends_with("/models") => {
             let body = json!({"object": "list", "data": [{"id": "sim-model", "object": "model", "owned_by": shared.name}]});
@@ -219,23 +225,43 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// Reads model and stream mode: from the body for OpenAI and Anthropic, from the path
+/// (`/models/{model}:streamGenerateContent`) for Gemini.
+fn read_chat(format: Format, path: &str, body: &[u8]) -> Result<(String, bool, bool), String> {
+    let probe: ChatProbe =
+        serde_json::from_slice(body).map_err(|err| format!("invalid JSON body: {err}"))?;
+    if format != Format::Gemini {
+        let include_usage = probe.stream_options.is_some_and(|o| o.include_usage);
+        return Ok((
+            probe.model.unwrap_or_default(),
+            probe.stream.unwrap_or(false),
+            include_usage,
+        ));
+    }
+    let model = path
+        .rsplit_once("/models/")
+        .and_then(|(_, rest)| rest.split(':').next())
+        .unwrap_or_default()
+        .to_owned();
+    Ok((model, path.contains(":streamGenerateContent"), false))
+}
+
 async fn chat(
     shared: &Shared,
+    format: Format,
     request: &Request,
     reader: &mut OwnedReadHalf,
     writer: &mut OwnedWriteHalf,
     buffer: &mut BytesMut,
 ) -> Next {
-    let probe: ChatProbe = match serde_json::from_slice(&request.body) {
-        Ok(probe) => probe,
-        Err(err) => {
-            let body = json!({"error": {"message": format!("invalid JSON body: {err}"), "type": "invalid_request_error", "param": null, "code": null}});
+    let (model, stream, include_usage) = match read_chat(format, &request.path, &request.body) {
+        Ok(read) => read,
+        Err(message) => {
+            let mut body = wire::error_body(format, 400);
+            body["error"]["message"] = json!(message);
             return keep_if(write_json(writer, 400, &body).await);
         }
     };
-    let model = probe.model.unwrap_or_default();
-    let stream = probe.stream.unwrap_or(false);
-    let include_usage = probe.stream_options.is_some_and(|o| o.include_usage);
 
     let number = shared.counter.fetch_add(1, Ordering::SeqCst) + 1;
     let (fault, latency, shape) = {
@@ -262,34 +288,42 @@ async fn chat(
         return Next::Close;
     }
 
-    let id = format!("chatcmpl-sim-{number}");
+    let id = format!("sim-{number}");
     let parts = openai::reply_parts(&shared.name, shape.chunks);
     let prompt_tokens = openai::prompt_tokens(&request.body);
+    let whole = || wire::complete(format, &id, &model, &parts.concat(), prompt_tokens).to_string();
+    let plan = || wire::stream(format, &id, &model, &parts, include_usage, prompt_tokens);
+    let delay = shape.chunk_delay;
 
     let outcome = match fault {
         None if stream => {
-            let events = stream_events(&id, &model, &parts, include_usage, prompt_tokens);
-            write_stream(
+            let plan = plan();
+            let events: Vec<String> = plan
+                .head
+                .into_iter()
+                .chain(plan.content)
+                .chain(plan.tail)
+                .collect();
+            write_stream(writer, reader, buffer, &events, delay, StreamEnd::Clean).await
+        }
+        None => Outcome::from_written(
+            write_full(
                 writer,
-                reader,
-                buffer,
-                &events,
-                shape.chunk_delay,
-                StreamEnd::Done,
+                200,
+                "application/json",
+                &[],
+                whole().as_bytes(),
+                true,
             )
-            .await
-        }
-        None => {
-            let body = openai::completion(&id, &model, &parts.concat(), prompt_tokens);
-            Outcome::from_written(write_json(writer, 200, &body).await)
-        }
+            .await,
+        ),
         Some(FaultKind::Status {
             status,
             retry_after,
             retry_after_ms,
             body,
         }) => {
-            let body = body.unwrap_or_else(|| openai::error_body(status).to_string());
+            let body = body.unwrap_or_else(|| wire::error_body(format, status).to_string());
             let mut headers = Vec::new();
             if let Some(value) = retry_after {
                 headers.push(("retry-after", value));
@@ -328,54 +362,54 @@ async fn chat(
             .await,
         ),
         Some(FaultKind::TruncatedJson) => {
-            let body = openai::completion(&id, &model, &parts.concat(), prompt_tokens).to_string();
+            let body = whole();
             let cut = &body.as_bytes()[..body.len() / 2];
             Outcome::from_written(write_full(writer, 200, "application/json", &[], cut, true).await)
         }
         Some(FaultKind::Stall { after_chunks }) if stream => {
-            // The role chunk, then `after_chunks` content chunks.
-            let events = stream_events(&id, &model, &parts, false, prompt_tokens);
-            let sent = events
+            let plan = plan();
+            let events: Vec<String> = plan
+                .head
                 .into_iter()
-                .take(after_chunks as usize + 1)
-                .collect::<Vec<_>>();
-            write_stream(
-                writer,
-                reader,
-                buffer,
-                &sent,
-                shape.chunk_delay,
-                StreamEnd::Stall,
-            )
-            .await
+                .chain(plan.content.into_iter().take(after_chunks as usize))
+                .collect();
+            write_stream(writer, reader, buffer, &events, delay, StreamEnd::Stall).await
         }
         Some(FaultKind::Stall { .. }) => {
-            let body = openai::completion(&id, &model, &parts.concat(), prompt_tokens).to_string();
+            let body = whole();
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                 body.len()
             );
             let half = &body.as_bytes()[..body.len() / 2];
-            if writer.write_all(head.as_bytes()).await.is_err()
-                || writer.write_all(half).await.is_err()
+            if writer.write_all(head.as_bytes()).await.is_ok()
+                && writer.write_all(half).await.is_ok()
             {
-                Outcome::Disconnected
-            } else {
                 let _ = until_disconnect(reader, buffer, tokio::time::sleep(MAX_STALL)).await;
-                Outcome::Disconnected
             }
+            Outcome::Disconnected
         }
         Some(FaultKind::NoDone) => {
-            let events = stream_events(&id, &model, &parts, include_usage, prompt_tokens);
-            write_stream(
-                writer,
-                reader,
-                buffer,
-                &events,
-                shape.chunk_delay,
-                StreamEnd::Clean,
-            )
-            .await
+            // The stream ends cleanly, one event short of its end marker.
+            let plan = plan();
+            let mut events: Vec<String> = plan
+                .head
+                .into_iter()
+                .chain(plan.content)
+                .chain(plan.tail)
+                .collect();
+            events.pop();
+            write_stream(writer, reader, buffer, &events, delay, StreamEnd::Clean).await
+        }
+        Some(FaultKind::StreamError { after_chunks }) => {
+            let plan = plan();
+            let mut events: Vec<String> = plan
+                .head
+                .into_iter()
+                .chain(plan.content.into_iter().take(after_chunks as usize))
+                .collect();
+            events.push(wire::stream_error(format));
+            write_stream(writer, reader, buffer, &events, delay, StreamEnd::Clean).await
         }
     };
 
@@ -417,52 +451,17 @@ impl Outcome {
 /// The end of a stream after its events.
 #[derive(PartialEq)]
 enum StreamEnd {
-    /// `data: [DONE]`, then the end of the body.
-    Done,
-    /// The end of the body without `[DONE]`.
+    /// The end of the body.
     Clean,
     /// No end: the connection stays open until the client closes it.
     Stall,
-}
-
-/// Builds the data of each event of a normal stream: the role chunk, the content chunks,
-/// the finish chunk and, when requested, the usage chunk.
-fn stream_events(
-    id: &str,
-    model: &str,
-    parts: &[String],
-    include_usage: bool,
-    prompt_tokens: u64,
-) -> Vec<Value> {
-    let mut events = vec![openai::chunk(
-        id,
-        model,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    )];
-    events.extend(
-        parts
-            .iter()
-            .map(|part| openai::chunk(id, model, json!({"content": part}), None)),
-    );
-    events.push(openai::chunk(id, model, json!({}), Some("stop")));
-    if include_usage {
-        let completion_tokens = parts.concat().split_whitespace().count() as u64;
-        events.push(openai::usage_chunk(
-            id,
-            model,
-            prompt_tokens,
-            completion_tokens,
-        ));
-    }
-    events
 }
 
 async fn write_stream(
     writer: &mut OwnedWriteHalf,
     reader: &mut OwnedReadHalf,
     buffer: &mut BytesMut,
-    events: &[Value],
+    events: &[String],
     delay: Duration,
     end: StreamEnd,
 ) -> Outcome {
@@ -480,23 +479,12 @@ async fn write_stream(
         {
             return Outcome::Disconnected;
         }
-        if write_chunk(writer, format!("data: {event}\n\n").as_bytes())
-            .await
-            .is_err()
-        {
+        if write_chunk(writer, event.as_bytes()).await.is_err() {
             return Outcome::Disconnected;
         }
     }
 
     match end {
-        StreamEnd::Done => {
-            if write_chunk(writer, b"data: [DONE]\n\n").await.is_err()
-                || writer.write_all(b"0\r\n\r\n").await.is_err()
-            {
-                return Outcome::Disconnected;
-            }
-            Outcome::Completed
-        }
         StreamEnd::Clean => {
             if writer.write_all(b"0\r\n\r\n").await.is_err() {
                 return Outcome::Disconnected;

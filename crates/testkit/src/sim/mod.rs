@@ -1,10 +1,13 @@
 //! A simulated LLM provider: a real HTTP/1.1 server on a loopback port that speaks the
-//! OpenAI chat completions wire format and injects the faults of a [`FaultScript`].
+//! OpenAI, Anthropic and Gemini wire formats and injects the faults of a
+//! [`FaultScript`].
 //!
 //! It is written on raw TCP rather than on an HTTP framework because some faults live
 //! below HTTP: a connection reset, a response that stops mid-body, a hang.
 //!
-//! Besides `POST …/chat/completions` and `GET …/models` it serves:
+//! It answers `POST …/chat/completions` (OpenAI), `POST …/messages` (Anthropic) and
+//! `POST …/models/{model}:generateContent` or `:streamGenerateContent` (Gemini), each
+//! in its own format, and `GET …/models`. Besides those it serves:
 //! - `GET /_sim/stats`: the [`SimStats`] as JSON;
 //! - `PUT /_sim/faults`: replaces the fault script (JSON body);
 //! - `POST /_sim/reset`: zeroes the stats and the request counter.
@@ -12,6 +15,7 @@
 mod connection;
 pub mod openai;
 mod script;
+pub mod wire;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;

@@ -140,6 +140,7 @@ enum FaultName {
     Html502,
     TruncatedJson,
     NoDone,
+    StreamError,
 }
 
 impl TryFrom<FaultRepr> for Fault {
@@ -159,8 +160,12 @@ impl TryFrom<FaultRepr> for Fault {
             only_for(repr.retry_after_ms.is_some(), "retry_after_ms", "status")?;
             only_for(repr.body.is_some(), "body", "status")?;
         }
-        if repr.kind != FaultName::Stall {
-            only_for(repr.after_chunks.is_some(), "after_chunks", "stall")?;
+        if !matches!(repr.kind, FaultName::Stall | FaultName::StreamError) {
+            only_for(
+                repr.after_chunks.is_some(),
+                "after_chunks",
+                "stall\" or \"stream_error",
+            )?;
         }
 
         let kind = match repr.kind {
@@ -180,6 +185,9 @@ impl TryFrom<FaultRepr> for Fault {
             FaultName::Html502 => FaultKind::Html502,
             FaultName::TruncatedJson => FaultKind::TruncatedJson,
             FaultName::NoDone => FaultKind::NoDone,
+            FaultName::StreamError => FaultKind::StreamError {
+                after_chunks: repr.after_chunks.unwrap_or(1),
+            },
         };
         Ok(Self {
             kind,
@@ -229,6 +237,10 @@ impl From<Fault> for FaultRepr {
             FaultKind::Html502 => FaultName::Html502,
             FaultKind::TruncatedJson => FaultName::TruncatedJson,
             FaultKind::NoDone => FaultName::NoDone,
+            FaultKind::StreamError { after_chunks } => {
+                repr.after_chunks = Some(after_chunks);
+                FaultName::StreamError
+            }
         };
         repr
     }
@@ -279,8 +291,15 @@ pub enum FaultKind {
     Html502,
     /// A 200 whose JSON body is cut in half.
     TruncatedJson,
-    /// A stream that ends cleanly without `data: [DONE]`.
+    /// A stream that ends cleanly without its end marker (`data: [DONE]`, Anthropic's
+    /// `message_stop`, Gemini's chunk with a `finishReason`).
     NoDone,
+    /// A stream that sends `after_chunks` content chunks, then the provider's in-stream
+    /// error event, and ends.
+    StreamError {
+        /// Content chunks sent before the error.
+        after_chunks: u32,
+    },
 }
 
 impl FaultKind {
@@ -294,6 +313,7 @@ impl FaultKind {
             Self::Html502 => "html_502".to_owned(),
             Self::TruncatedJson => "truncated_json".to_owned(),
             Self::NoDone => "no_done".to_owned(),
+            Self::StreamError { .. } => "stream_error".to_owned(),
         }
     }
 }

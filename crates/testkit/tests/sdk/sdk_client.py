@@ -8,6 +8,8 @@ Scenarios:
                                 10 concurrent requests.
   errors                        requests that the gateway rejects, with the SDK's
                                 exception for each.
+  read ROUTE...                 one complete and one streamed request per route, with
+                                content, finish reason and usage as the SDK parsed them.
 """
 
 import json
@@ -93,12 +95,44 @@ def errors(base_url):
     return seen
 
 
+def read(base_url, routes):
+    client = make_client(base_url)
+    seen = {}
+    for route in routes:
+        reply = client.chat.completions.create(model=route, messages=MESSAGES)
+        choice = reply.choices[0]
+        complete = {
+            "content": choice.message.content,
+            "finish_reason": choice.finish_reason,
+            "usage": reply.usage.model_dump() if reply.usage else None,
+            "object": reply.object,
+        }
+
+        text, finish_reason, usage = "", None, None
+        for chunk in client.chat.completions.create(
+            model=route,
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        ):
+            if chunk.usage:
+                usage = chunk.usage.model_dump()
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                finish_reason = choice.finish_reason or finish_reason
+        streamed = {"content": text, "finish_reason": finish_reason, "usage": usage}
+        seen[route] = {"complete": complete, "stream": streamed}
+    return seen
+
+
 def main():
     base_url, scenario = sys.argv[1], sys.argv[2]
     if scenario == "failover":
         result = failover(base_url, int(sys.argv[3]), float(sys.argv[4]))
     elif scenario == "errors":
         result = errors(base_url)
+    elif scenario == "read":
+        result = read(base_url, sys.argv[3:])
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     json.dump(result, sys.stdout)
