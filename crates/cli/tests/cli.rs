@@ -228,3 +228,57 @@ fn sim_serves_scripted_faults() {
     assert_eq!(status(&url), "503");
     assert_eq!(status(&url), "200");
 }
+
+#[test]
+fn check_explains_route_order() {
+    let path = write_config(
+        "explain.toml",
+        "[providers.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"big\", \"small\"]\n\
+         [providers.b]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"big\"]\n\
+         region_strategy = \"sequential\"\n\
+         [routes.chat]\nprimary = \"a\"\nsecondaries = [\"b\"]\n\
+         models = [[\"small\", 0.5], { name = \"big\", weight = 1.0, context_window = 8192, tools = false }]\n\
+         [routes.gap]\nprimary = \"a\"\n\
+         models = [[\"big\", 1.0], { name = \"small\", weight = 0.5, tools = false }]\n",
+    );
+    let output = Command::new(ADPA)
+        .args(["check", "--config"])
+        .arg(&path)
+        .args(["--explain", "chat"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let order: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.trim_start().starts_with(char::is_numeric))
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(order, ["a/big", "b/big", "a/small"]);
+    assert!(stdout.contains("window 8192  no-tools"), "{stdout}");
+
+    let unknown = Command::new(ADPA)
+        .args(["check", "--config"])
+        .arg(&path)
+        .args(["--explain", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no route named `nope`"));
+
+    let plain = Command::new(ADPA)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&plain.stdout);
+    assert!(
+        stdout.contains("warning: routes.chat.models: only `big` supports")
+            || stdout.contains("warning"),
+        "{stdout}"
+    );
+}

@@ -155,6 +155,9 @@ pub enum FailoverPolicy {
     Sequential,
     /// Each request starts at the next provider in turn and wraps around.
     RoundRobin,
+    /// Each request orders the providers by a weighted random draw, so the primary share
+    /// of traffic goes to each provider in proportion to its `weights` entry.
+    Weighted,
 }
 
 /// One route: what clients ask for by name.
@@ -169,6 +172,10 @@ pub struct RouteConfig {
     /// How providers are ordered for each request.
     #[serde(default)]
     pub failover_policy: FailoverPolicy,
+    /// Relative share of each provider with `failover_policy = "weighted"`; a provider
+    /// left out has weight 1.
+    #[serde(default)]
+    pub weights: IndexMap<String, f64>,
     /// Models in order of preference, each with a quality weight. Empty means each
     /// provider's first listed model.
     #[serde(default)]

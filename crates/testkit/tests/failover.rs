@@ -319,3 +319,58 @@ async fn long_streamed_probe_closes_breaker() {
     assert_eq!(after.header("x-adpa-provider"), Some("primary"));
     assert_eq!(after.header("x-adpa-attempts"), Some("1"));
 }
+
+#[tokio::test]
+async fn weighted_policy_splits_traffic() {
+    let heavy = sim("heavy", vec![]).await;
+    let light = sim("light", vec![]).await;
+    let config = format!(
+        "{}{}[routes.chat]\nprimary = \"heavy\"\nsecondaries = [\"light\"]\n\
+         failover_policy = \"weighted\"\nweights = {{ heavy = 3.0, light = 1.0 }}\n",
+        provider("heavy", &heavy),
+        provider("light", &light)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    for _ in 0..400 {
+        assert_eq!(chat(gateway.addr(), "chat").await.status, 200);
+    }
+    // Expected 300 and 100; the bounds are about five standard deviations wide.
+    let heavy_share = heavy.stats().requests;
+    assert!(
+        (255..=345).contains(&heavy_share),
+        "heavy served {heavy_share} of 400"
+    );
+    assert_eq!(heavy_share + light.stats().requests, 400);
+}
+
+#[tokio::test]
+async fn weights_are_validated() {
+    let upstream = sim("a", vec![]).await;
+    let base = provider("a", &upstream);
+    let cases = [
+        (
+            "weights = { a = 2.0 }\n",
+            "routes.chat.weights",
+            "only apply with failover_policy",
+        ),
+        (
+            "failover_policy = \"weighted\"\nweights = { b = 2.0 }\n",
+            "routes.chat.weights.b",
+            "not in this route",
+        ),
+        (
+            "failover_policy = \"weighted\"\nweights = { a = 0.0 }\n",
+            "routes.chat.weights.a",
+            "above 0",
+        ),
+    ];
+    for (route_extra, path, message) in cases {
+        let config = format!("{base}[routes.chat]\nprimary = \"a\"\n{route_extra}");
+        let err = start_gateway(&config).await.map(|_| ()).unwrap_err();
+        assert!(
+            err.contains(path) && err.contains(message),
+            "{route_extra}: {err}"
+        );
+    }
+}

@@ -144,6 +144,8 @@ fn build_route(
         }
     }
 
+    check_weights(&path, route, &members, issues);
+
     let (models, serves, order) = if route.models.is_empty() {
         models_from_providers(name, &members)
     } else {
@@ -175,10 +177,15 @@ fn build_route(
             )
         })
         .collect();
+    let weights = members
+        .iter()
+        .map(|(provider_name, _)| route.weights.get(*provider_name).copied().unwrap_or(1.0))
+        .collect();
     Some(new_route(
         name,
         models,
         route_providers,
+        weights,
         route.failover_policy,
         order,
         route.failover_on_content_filter,
@@ -187,6 +194,34 @@ fn build_route(
         client,
         false,
     ))
+}
+
+fn check_weights(
+    path: &str,
+    route: &RouteConfig,
+    members: &[(&str, &BuiltProvider<'_>)],
+    issues: &mut Vec<ConfigIssue>,
+) {
+    if !route.weights.is_empty() && route.failover_policy != FailoverPolicy::Weighted {
+        issues.push(ConfigIssue::new(
+            format!("{path}.weights"),
+            "weights only apply with failover_policy = \"weighted\"",
+        ));
+    }
+    for (provider, weight) in &route.weights {
+        let key = format!("{path}.weights.{provider}");
+        if !members.iter().any(|(name, _)| name == provider) {
+            issues.push(ConfigIssue::new(
+                key,
+                format!("provider `{provider}` is not in this route"),
+            ));
+        } else if !(weight.is_finite() && *weight > 0.0) {
+            issues.push(ConfigIssue::new(
+                key,
+                format!("must be a number above 0, got {weight}"),
+            ));
+        }
+    }
 }
 
 /// Models of a route without `models`: each provider's first listed model, or the route
@@ -336,6 +371,7 @@ fn new_route(
     name: &str,
     models: Vec<Arc<ModelSpec>>,
     providers: Vec<RouteProvider>,
+    provider_weights: Vec<f64>,
     failover_policy: FailoverPolicy,
     order: TargetOrder,
     failover_on_content_filter: bool,
@@ -353,6 +389,7 @@ fn new_route(
         name: Arc::from(name),
         models,
         providers,
+        provider_weights,
         failover_policy,
         order,
         failover_on_content_filter,
@@ -401,16 +438,18 @@ fn add_implicit_routes(
     };
     for (model, members) in listed {
         let models = vec![Arc::new(ModelSpec::assumed(model))];
-        let route_providers = members
+        let route_providers: Vec<RouteProvider> = members
             .iter()
             .map(|(name, built)| {
                 route_provider(name, built, &models, &[true], &defaults.circuit_breaker)
             })
             .collect();
+        let weights = vec![1.0; route_providers.len()];
         let route = new_route(
             model,
             models,
             route_providers,
+            weights,
             FailoverPolicy::Sequential,
             TargetOrder::ModelFirst,
             false,

@@ -30,8 +30,22 @@ impl Route {
     fn explain(&self) -> String {
         let mut text = String::new();
         let policy = match self.failover_policy {
-            FailoverPolicy::Sequential => "sequential",
-            FailoverPolicy::RoundRobin => "round_robin (each request starts one provider later)",
+            FailoverPolicy::Sequential => "sequential".to_owned(),
+            FailoverPolicy::RoundRobin => {
+                "round_robin (each request starts one provider later)".to_owned()
+            }
+            FailoverPolicy::Weighted => {
+                let shares: Vec<String> = self
+                    .providers
+                    .iter()
+                    .zip(&self.provider_weights)
+                    .map(|(provider, weight)| format!("{} {weight}", provider.name))
+                    .collect();
+                format!(
+                    "weighted (providers drawn per request by weight: {})",
+                    shares.join(", ")
+                )
+            }
         };
         let order = match self.order {
             TargetOrder::ModelFirst => "by model weight, then provider",

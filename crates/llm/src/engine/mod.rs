@@ -69,6 +69,8 @@ pub(crate) struct Route {
     pub(crate) models: Vec<Arc<ModelSpec>>,
     /// Providers in route order: primary, then secondaries.
     pub(crate) providers: Vec<RouteProvider>,
+    /// Weight of each provider, by index, for `failover_policy = "weighted"`.
+    pub(crate) provider_weights: Vec<f64>,
     pub(crate) failover_policy: FailoverPolicy,
     pub(crate) order: TargetOrder,
     pub(crate) failover_on_content_filter: bool,

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rand::Rng;
 use serde::Serialize;
 
 use super::{Route, RouteProvider, Target};
@@ -60,8 +61,8 @@ impl Route {
     /// Returns the targets in the order this request tries them: by model weight then
     /// provider order (or the reverse with `order = "provider_first"`), each provider's
     /// regions in its region strategy's order.
-    pub(crate) fn plan(&self, now: Instant) -> Vec<Arc<Target>> {
-        let providers = self.provider_order();
+    pub(crate) fn plan<R: Rng + ?Sized>(&self, now: Instant, rng: &mut R) -> Vec<Arc<Target>> {
+        let providers = self.provider_order(rng);
         let mut targets = Vec::with_capacity(self.target_count);
         match self.order {
             TargetOrder::ModelFirst => {
@@ -105,7 +106,7 @@ impl Route {
         targets
     }
 
-    fn provider_order(&self) -> Vec<usize> {
+    fn provider_order<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<usize> {
         let count = self.providers.len();
         let start = match self.failover_policy {
             FailoverPolicy::Sequential => 0,
@@ -113,6 +114,7 @@ impl Route {
                 self.next_start.fetch_add(1, Ordering::Relaxed) % count
             }
             FailoverPolicy::RoundRobin => 0,
+            FailoverPolicy::Weighted => return weighted_order(&self.provider_weights, rng),
         };
         (0..count).map(|index| (start + index) % count).collect()
     }
@@ -150,6 +152,27 @@ impl RouteProvider {
     }
 }
 
+/// Orders indices by weighted random sampling without replacement: the first is drawn
+/// with probability proportional to its weight, then the next among the rest, and so on.
+pub(crate) fn weighted_order<R: Rng + ?Sized>(weights: &[f64], rng: &mut R) -> Vec<usize> {
+    let mut left: Vec<usize> = (0..weights.len()).collect();
+    let mut order = Vec::with_capacity(weights.len());
+    while !left.is_empty() {
+        let total: f64 = left.iter().map(|&index| weights[index]).sum();
+        let mut draw = rng.random_range(0.0..total.max(f64::MIN_POSITIVE));
+        let mut chosen = left.len() - 1;
+        for (position, &index) in left.iter().enumerate() {
+            if draw < weights[index] {
+                chosen = position;
+                break;
+            }
+            draw -= weights[index];
+        }
+        order.push(left.remove(chosen));
+    }
+    order
+}
+
 /// Returns why `target` cannot serve a request with `needs`, if it cannot.
 pub(crate) fn ineligible(
     target: &Target,
@@ -176,4 +199,35 @@ pub(crate) fn ineligible(
         return Some(SkipReason::NoVision);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn weighted_order_follows_weights() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let weights = [3.0, 1.0];
+        let mut first = [0usize; 2];
+        for _ in 0..10_000 {
+            let order = weighted_order(&weights, &mut rng);
+            assert_eq!(order.len(), 2);
+            assert_ne!(order[0], order[1]);
+            first[order[0]] += 1;
+        }
+        // Expected shares: 75% and 25%.
+        assert!((7_200..7_800).contains(&first[0]), "{first:?}");
+    }
+
+    #[test]
+    fn weighted_order_keeps_every_index() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut order = weighted_order(&[1.0, 5.0, 2.0, 0.5], &mut rng);
+        order.sort_unstable();
+        assert_eq!(order, [0, 1, 2, 3]);
+    }
 }

@@ -52,7 +52,7 @@ impl Route {
         let mut first_reopen: Option<Duration> = None;
         let mut too_long: Option<TooLong> = None;
 
-        for target in self.plan(started.into_std()) {
+        for target in self.plan(started.into_std(), &mut rng) {
             let skip = |reason: SkipReason, skipped: &mut Vec<Skipped>| {
                 tracing::debug!(
                     request_id = %context.request_id,
