@@ -12,7 +12,7 @@ use super::{Route, RouteProvider, Target};
 use crate::config::{FailoverPolicy, RegionStrategy, TargetOrder};
 use crate::request::Needs;
 
-/// Why a target was not tried.
+/// The reason a target was not tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
@@ -53,7 +53,7 @@ impl SkipReason {
 pub struct Skipped {
     /// The target's id.
     pub target: Arc<str>,
-    /// Why it was not tried.
+    /// The reason it was not tried.
     pub reason: SkipReason,
 }
 

@@ -33,7 +33,7 @@ impl ChunkWriter {
         self.id = format!("chatcmpl-{id}");
     }
 
-    /// An event with one choice delta and an optional finish reason.
+    /// Builds an event with one choice delta and an optional finish reason.
     pub fn delta(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
         self.event(json!({
             "id": self.id,
@@ -44,17 +44,18 @@ impl ChunkWriter {
         }))
     }
 
-    /// The role-only first chunk.
+    /// Builds the role-only first chunk.
     pub fn role(&self) -> Bytes {
         self.delta(json!({"role": "assistant", "content": ""}), None)
     }
 
-    /// A text content chunk.
+    /// Builds a text content chunk.
     pub fn text(&self, text: &str) -> Bytes {
         self.delta(json!({"content": text}), None)
     }
 
-    /// The end of the stream: the usage chunk when requested, then `data: [DONE]`.
+    /// Builds the end of the stream: the usage chunk when requested, then
+    /// `data: [DONE]`.
     pub fn end(&self, usage: Option<Usage>) -> Vec<Bytes> {
         let mut frames = Vec::with_capacity(2);
         if self.include_usage {

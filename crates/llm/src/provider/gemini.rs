@@ -213,7 +213,7 @@ fn class_of(status: u16, code: &str, message: &str) -> ErrorClass {
             ErrorClass::ContextLength
         }
         "INVALID_ARGUMENT" | "OUT_OF_RANGE" => ErrorClass::InvalidRequest,
-        // Gemini says FAILED_PRECONDITION when the free tier is not offered in the
+        // Gemini returns FAILED_PRECONDITION when the free tier is not offered in the
         // caller's region: the key cannot be used there.
         "FAILED_PRECONDITION" | "UNAUTHENTICATED" | "PERMISSION_DENIED" => ErrorClass::Auth,
         "NOT_FOUND" => ErrorClass::NotFound,

@@ -35,7 +35,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     text("retry-after").and_then(|value| adpa_resilience::retry::parse_retry_after(value, now))
 }
 
-/// What one upstream stream event means, after translation to OpenAI's format.
+/// The meaning of one upstream stream event, after translation to OpenAI's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     /// No content yet (a role-only delta, a ping, a block start): held back before the
@@ -52,7 +52,7 @@ pub enum EventKind {
 pub struct Decoded {
     /// Whole SSE events for the client, in order; may be empty.
     pub frames: Vec<Bytes>,
-    /// What the event means.
+    /// The meaning of the event.
     pub kind: Option<EventKind>,
     /// Usage the event reported.
     pub usage: Option<Usage>,

@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::error::{AttemptError, ErrorClass};
 use crate::request::ChatRequest;
 
-/// An error for a request that cannot be expressed in the target's format.
+/// Creates the error for a request that cannot be expressed in the target's format.
 pub(crate) fn invalid(message: impl Into<String>) -> AttemptError {
     AttemptError::new(ErrorClass::InvalidRequest, message)
 }

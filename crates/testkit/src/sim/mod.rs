@@ -5,7 +5,7 @@
 //! It is written on raw TCP rather than on an HTTP framework because some faults live
 //! below HTTP: a connection reset, a response that stops mid-body, a hang.
 //!
-//! It answers `POST …/chat/completions` (OpenAI), `POST …/messages` (Anthropic) and
+//! It serves `POST …/chat/completions` (OpenAI), `POST …/messages` (Anthropic) and
 //! `POST …/models/{model}:generateContent` or `:streamGenerateContent` (Gemini), each
 //! in its own format, and `GET …/models`. Besides those it serves:
 //! - `GET /_sim/stats`: the [`SimStats`] as JSON;

@@ -51,7 +51,7 @@ fn named(name: &str, value: &Value) -> String {
     format!("event: {name}\ndata: {value}\n\n")
 }
 
-/// A whole reply body in `format`.
+/// Builds a whole reply body in `format`.
 pub fn complete(format: Format, id: &str, model: &str, text: &str, prompt_tokens: u64) -> Value {
     let completion_tokens = text.split_whitespace().count() as u64;
     match format {
@@ -83,7 +83,7 @@ pub fn complete(format: Format, id: &str, model: &str, text: &str, prompt_tokens
     }
 }
 
-/// The events of a streamed reply in `format`.
+/// Builds the events of a streamed reply in `format`.
 pub fn stream(
     format: Format,
     id: &str,
@@ -152,7 +152,7 @@ pub fn stream(
     }
 }
 
-/// An error event inside a stream, as each provider sends it.
+/// Builds an error event inside a stream, as each provider sends it.
 pub fn stream_error(format: Format) -> String {
     match format {
         Format::OpenAi => data(
@@ -168,7 +168,7 @@ pub fn stream_error(format: Format) -> String {
     }
 }
 
-/// The error body each provider sends with `status`.
+/// Builds the error body each provider sends with `status`.
 pub fn error_body(format: Format, status: u16) -> Value {
     match format {
         Format::OpenAi => openai::error_body(status),
