@@ -278,10 +278,13 @@ mod tests {
         assert!(err.to_string().contains("server.listen"), "{err}");
 
         let err = GatewayConfig::from_toml(
-            "[providers.a]\nkind = \"openai\"\n[routes.chat]\nprimary = \"a\"\nfailover_policy = \"weighted\"\n",
+            "[providers.a]\nkind = \"openai\"\n[routes.chat]\nprimary = \"a\"\nfailover_policy = \"random\"\n",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("round_robin"), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("routes.chat.failover_policy"), "{message}");
+        assert!(message.contains("round_robin"), "{message}");
+        assert!(message.contains("weighted"), "{message}");
     }
 
     #[test]
