@@ -8,6 +8,7 @@
 //!   whether a retry still fits the request's deadline.
 //! - [`circuit_breaker`]: a per-target breaker (closed, open, half-open) with a
 //!   lock-free closed path.
+//! - [`rate_limit`]: a lock-free GCRA rate limiter for requests and tokens.
 //! - [`latency`]: a peak-sensitive moving average of latency per endpoint.
 //! - [`timeout`]: the timeout settings of one request, its deadline, and a stream
 //!   adapter that catches an idle gap between items.
@@ -22,6 +23,7 @@
 pub mod circuit_breaker;
 pub mod duration;
 pub mod latency;
+pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
 
