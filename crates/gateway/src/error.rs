@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use adpa_llm::engine::{SkipReason, Skipped};
+use adpa_llm::engine::{LimitState, SkipReason, Skipped};
 use adpa_llm::{AttemptRecord, EngineError, ErrorClass, RequestError};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +27,8 @@ pub struct ApiError {
     pub attempts: Vec<AttemptRecord>,
     /// Targets not tried, with the reason.
     pub skipped: Vec<Skipped>,
+    /// The route limiter's state, for `x-ratelimit-*` headers.
+    pub limit_state: Option<LimitState>,
 }
 
 #[derive(Serialize)]
@@ -62,6 +64,7 @@ impl ApiError {
             retry_after: None,
             attempts: Vec::new(),
             skipped: Vec::new(),
+            limit_state: None,
         }
     }
 
@@ -115,6 +118,16 @@ impl ApiError {
     pub fn from_engine(error: EngineError) -> Self {
         let message = error.message();
         match error {
+            EngineError::RateLimited { state } => Self {
+                retry_after: Some(state.retry_after),
+                limit_state: Some(state),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                    message,
+                )
+            },
             EngineError::UnknownRoute { .. } => Self::new(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
@@ -158,10 +171,19 @@ impl ApiError {
                 retry_after,
                 skipped,
             } => {
-                // Open breakers close again, so the client may retry; a model that lacks
-                // what the request needs will not change.
-                let circuits_only = skipped.iter().all(|s| s.reason == SkipReason::CircuitOpen);
-                let (status, kind, code) = if circuits_only {
+                // Open breakers close again and limits refill, so the client may retry;
+                // a model that lacks what the request needs will not change.
+                let limited_only = skipped.iter().all(|s| s.reason == SkipReason::RateLimited);
+                let circuits_only = skipped
+                    .iter()
+                    .all(|s| matches!(s.reason, SkipReason::CircuitOpen | SkipReason::RateLimited));
+                let (status, kind, code) = if limited_only {
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        "rate_limit_exceeded",
+                    )
+                } else if circuits_only {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "server_error",
@@ -216,6 +238,9 @@ impl ApiError {
 
         let response_headers = response.headers_mut();
         headers::set_attempts(response_headers, &self.attempts);
+        if let Some(state) = &self.limit_state {
+            set_limit_headers(response_headers, state);
+        }
         if let Some(delay) = self.retry_after {
             let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
             response_headers.insert(
@@ -224,6 +249,32 @@ impl ApiError {
             );
         }
         response
+    }
+}
+
+/// Sets `x-ratelimit-*` headers in the form OpenAI uses: limit, remaining, and the
+/// time until the limit is full again (`250ms`, `2s`).
+fn set_limit_headers(headers: &mut axum::http::HeaderMap, state: &LimitState) {
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(
+        "x-ratelimit-limit-requests",
+        state.requests_limit.to_string(),
+    );
+    set(
+        "x-ratelimit-remaining-requests",
+        state.requests_remaining.to_string(),
+    );
+    set(
+        "x-ratelimit-reset-requests",
+        format!("{}ms", state.requests_reset.as_millis()),
+    );
+    if let Some((limit, remaining)) = state.tokens {
+        set("x-ratelimit-limit-tokens", limit.to_string());
+        set("x-ratelimit-remaining-tokens", remaining.to_string());
     }
 }
 

@@ -8,12 +8,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use adpa_resilience::rate_limit::RateLimitConfig;
 use adpa_resilience::{CircuitBreakerConfig, RetryConfig, TimeoutConfig};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 /// Policy tables a route has and `[defaults]` provides.
-pub const POLICY_TABLES: [&str; 3] = ["retry", "circuit_breaker", "timeouts"];
+pub const POLICY_TABLES: [&str; 4] = ["retry", "circuit_breaker", "timeouts", "rate_limit"];
 
 /// The engine part of the config file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -61,6 +62,11 @@ pub struct ProviderConfig {
         with = "adpa_resilience::duration"
     )]
     pub region_exploration: Duration,
+    /// A limit each target of this provider (region × model) gets, to stay under the
+    /// provider's own limits: a target at its limit is skipped and the request fails
+    /// over.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 fn default_region_exploration() -> Duration {
@@ -195,6 +201,9 @@ pub struct RouteConfig {
     /// Timeouts of each request.
     #[serde(default)]
     pub timeouts: TimeoutConfig,
+    /// A limit on the requests and tokens of this route, checked before routing.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// Which key orders a route's targets first.
@@ -351,6 +360,9 @@ pub struct PolicyConfig {
     /// Timeouts of each request.
     #[serde(default)]
     pub timeouts: TimeoutConfig,
+    /// A limit each route gets for its own requests and tokens.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// Copies every key of the `[defaults]` policy tables into each route that does not set

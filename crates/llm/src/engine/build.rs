@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adpa_resilience::latency::PeakEwma;
+use adpa_resilience::rate_limit::{RateLimitConfig, RateLimiter};
 use adpa_resilience::{
     CircuitBreaker, CircuitBreakerConfig, ConfigError, RetryConfig, TimeoutConfig,
 };
@@ -73,6 +74,14 @@ impl Engine {
             None,
             &mut issues,
         );
+        check_rate_limit("defaults", config.defaults.rate_limit.as_ref(), &mut issues);
+        for (name, provider) in &config.providers {
+            check_rate_limit(
+                &format!("providers.{name}"),
+                provider.rate_limit.as_ref(),
+                &mut issues,
+            );
+        }
 
         let mut routes = IndexMap::new();
         for (name, route) in &config.routes {
@@ -113,6 +122,9 @@ fn build_route(
         Some(&config.defaults),
         issues,
     );
+    if route.rate_limit != config.defaults.rate_limit {
+        check_rate_limit(&path, route.rate_limit.as_ref(), issues);
+    }
 
     // The route's providers, in order, each checked to exist once.
     let mut members: Vec<(&str, &BuiltProvider<'_>)> = Vec::new();
@@ -193,6 +205,7 @@ fn build_route(
         &route.timeouts,
         client,
         false,
+        route.rate_limit.as_ref(),
     ))
 }
 
@@ -353,7 +366,9 @@ fn route_provider(
             built
                 .endpoints
                 .iter()
-                .filter_map(|endpoint| build_target(endpoint, model, breaker))
+                .filter_map(|endpoint| {
+                    build_target(endpoint, model, breaker, built.config.rate_limit.as_ref())
+                })
                 .collect()
         })
         .collect();
@@ -379,6 +394,7 @@ fn new_route(
     timeouts: &TimeoutConfig,
     client: HttpClient,
     implicit: bool,
+    rate_limit: Option<&RateLimitConfig>,
 ) -> Route {
     let target_count = providers
         .iter()
@@ -398,8 +414,17 @@ fn new_route(
         client,
         implicit,
         target_count,
+        limiter: new_limiter(rate_limit),
         next_start: AtomicUsize::new(0),
     }
+}
+
+/// Creates a limiter from settings that were validated and reported before.
+fn new_limiter(config: Option<&RateLimitConfig>) -> Option<Arc<RateLimiter>> {
+    let base = tokio::time::Instant::now().into_std();
+    config
+        .and_then(|config| RateLimiter::new(config.clone(), base).ok())
+        .map(Arc::new)
 }
 
 /// Serves each model a provider lists, under the model's own name, through the providers
@@ -457,6 +482,7 @@ fn add_implicit_routes(
             &defaults.timeouts,
             client.clone(),
             true,
+            defaults.rate_limit.as_ref(),
         );
         routes.insert(model.to_owned(), Arc::new(route));
     }
@@ -480,6 +506,7 @@ fn build_target(
     endpoint: &Arc<Endpoint>,
     model: &Arc<ModelSpec>,
     breaker: &CircuitBreakerConfig,
+    rate_limit: Option<&RateLimitConfig>,
 ) -> Option<Arc<Target>> {
     // The breaker settings were validated with the route; an invalid one was reported.
     let breaker = CircuitBreaker::new(breaker.clone()).ok()?;
@@ -493,6 +520,7 @@ fn build_target(
         model: Arc::clone(model),
         breaker,
         latency: PeakEwma::new(LATENCY_DECAY),
+        limiter: new_limiter(rate_limit),
     }))
 }
 
@@ -626,6 +654,15 @@ fn build_endpoint(
         fixed_url,
         credential,
     })
+}
+
+fn check_rate_limit(path: &str, config: Option<&RateLimitConfig>, issues: &mut Vec<ConfigIssue>) {
+    if let Some(Err(err)) = config.map(RateLimitConfig::validate) {
+        issues.push(ConfigIssue::new(
+            format!("{path}.rate_limit.{}", err.field),
+            err.reason,
+        ));
+    }
 }
 
 /// Validates policy tables. A table equal to the `inherited` one was already checked

@@ -12,6 +12,17 @@ impl Engine {
         self.routes.get(route).map(|route| route.explain())
     }
 
+    /// Returns the requests and tokens the rate limit of `route` would admit now, or
+    /// `None` when the route is unknown or has no rate limit.
+    pub fn route_limits(&self, route: &str) -> Option<(u64, Option<u64>)> {
+        let limiter = self.routes.get(route)?.limiter.as_ref()?;
+        let now = tokio::time::Instant::now().into_std();
+        Some((
+            limiter.remaining_requests(now),
+            limiter.remaining_tokens(now),
+        ))
+    }
+
     /// Returns warnings about routes whose fallback chain has a gap: a capability that
     /// only the first model has, or that no model has.
     pub fn warnings(&self) -> Vec<ConfigIssue> {

@@ -6,6 +6,7 @@ mod attempt;
 mod body;
 mod build;
 mod explain;
+mod limits;
 mod outcome;
 mod plan;
 mod route;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use adpa_resilience::circuit_breaker::{Outcome, Transition};
 use adpa_resilience::latency::PeakEwma;
+use adpa_resilience::rate_limit::RateLimiter;
 use adpa_resilience::{CircuitBreaker, RetryConfig, TimeoutConfig};
 use http::HeaderValue;
 use tokio::time::Instant;
@@ -27,6 +29,7 @@ use crate::error::AttemptError;
 use crate::http::HttpClient;
 use crate::request::ChatRequest;
 
+pub use limits::LimitState;
 pub use outcome::{AttemptRecord, EngineError, EngineResponse, ResponseBody};
 pub use plan::{SkipReason, Skipped};
 pub use strategy::{recovery_for, Recovery};
@@ -80,6 +83,8 @@ pub(crate) struct Route {
     /// Created for a model a provider lists, not written as a route.
     pub(crate) implicit: bool,
     pub(crate) target_count: usize,
+    /// The route's own rate limit, checked before routing.
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
     next_start: AtomicUsize,
 }
 
@@ -116,6 +121,8 @@ pub(crate) struct Target {
     pub(crate) model: Arc<ModelSpec>,
     pub(crate) breaker: CircuitBreaker,
     pub(crate) latency: PeakEwma,
+    /// The provider's rate limit, one per target.
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
 }
 
 /// One endpoint of a provider: a region, or the provider itself without regions.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::limits::LimitState;
 use super::plan::{SkipReason, Skipped};
 use super::stream::ChatStream;
 use crate::error::{AttemptError, ErrorClass};
@@ -86,6 +87,11 @@ pub enum EngineError {
         /// time until the first breaker admits probes.
         retry_after: Option<Duration>,
     },
+    /// The route's rate limit rejected the request before any target was tried.
+    RateLimited {
+        /// The route's limiter state, for `Retry-After` and `x-ratelimit-*` headers.
+        state: LimitState,
+    },
     /// The request deadline (`total_timeout`) passed before a target responded.
     DeadlineExceeded {
         /// The error of the last attempt, if one was made.
@@ -99,7 +105,7 @@ impl EngineError {
     /// Returns the attempts made before the request failed.
     pub fn attempts(&self) -> &[AttemptRecord] {
         match self {
-            Self::UnknownRoute { .. } => &[],
+            Self::UnknownRoute { .. } | Self::RateLimited { .. } => &[],
             Self::Rejected { attempts, .. }
             | Self::Exhausted { attempts, .. }
             | Self::DeadlineExceeded { attempts, .. } => attempts,
@@ -110,9 +116,10 @@ impl EngineError {
     pub fn skipped(&self) -> &[Skipped] {
         match self {
             Self::Exhausted { skipped, .. } => skipped,
-            Self::UnknownRoute { .. } | Self::Rejected { .. } | Self::DeadlineExceeded { .. } => {
-                &[]
-            }
+            Self::UnknownRoute { .. }
+            | Self::Rejected { .. }
+            | Self::RateLimited { .. }
+            | Self::DeadlineExceeded { .. } => &[],
         }
     }
 
@@ -127,6 +134,16 @@ impl EngineError {
     /// Returns the message shown to the client.
     pub fn message(&self) -> String {
         match self {
+            Self::RateLimited { state } => {
+                let limit = match state.limit {
+                    adpa_resilience::rate_limit::Limit::Requests => "requests_per_second",
+                    adpa_resilience::rate_limit::Limit::Tokens => "tokens_per_minute",
+                };
+                format!(
+                    "rate limit of this route reached ({limit}); retry in {} ms",
+                    state.retry_after.as_millis().max(1)
+                )
+            }
             Self::UnknownRoute {
                 requested,
                 available,

@@ -18,6 +18,8 @@ use crate::request::Needs;
 pub enum SkipReason {
     /// Its circuit breaker is open.
     CircuitOpen,
+    /// Its provider's rate limit (`[providers.NAME.rate_limit]`) is reached.
+    RateLimited,
     /// Its model's weight is below the request's `x-adpa-min-quality`.
     BelowMinQuality,
     /// The estimated prompt and completion do not fit its model's context window.
@@ -38,6 +40,7 @@ impl SkipReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CircuitOpen => "circuit_open",
+            Self::RateLimited => "rate_limited",
             Self::BelowMinQuality => "below_min_quality",
             Self::ContextWindow => "context_window",
             Self::NoTools => "no_tools",

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use tokio::time::Instant;
 
 use super::attempt::{self, AttemptSuccess};
+use super::limits::{LimitState, TokenReservation};
 use super::plan::{ineligible, SkipReason, Skipped};
 use super::{
     log_failover, log_transition, recovery_for, AttemptRecord, BreakerGuard, EngineError,
@@ -45,6 +46,22 @@ impl Route {
         let started = Instant::now();
         let deadline = Deadline::after(started, self.timeouts.total_timeout);
         let needs = request.needs();
+
+        let mut reservation = TokenReservation::new(needs.estimated_tokens);
+        if let Some(limiter) = &self.limiter {
+            let now = started.into_std();
+            if let Err(rejection) = limiter.check(needs.estimated_tokens, now) {
+                let state = LimitState::of(limiter, rejection, now);
+                tracing::info!(
+                    request_id = %context.request_id,
+                    route = %self.name,
+                    retry_after_ms = state.retry_after.as_millis() as u64,
+                    "route rate limit reached"
+                );
+                return Err(EngineError::RateLimited { state });
+            }
+            reservation.add(Arc::clone(limiter));
+        }
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         let mut attempts = Vec::new();
         let mut skipped = Vec::new();
@@ -76,6 +93,15 @@ impl Route {
                 skip(SkipReason::ContextLengthExceeded, &mut skipped);
                 continue;
             }
+            if let Some(limiter) = &target.limiter {
+                let now = Instant::now().into_std();
+                if let Err(rejection) = limiter.check(needs.estimated_tokens, now) {
+                    let wait = rejection.not_until.wait_from(now);
+                    first_reopen = Some(first_reopen.map_or(wait, |w| w.min(wait)));
+                    skip(SkipReason::RateLimited, &mut skipped);
+                    continue;
+                }
+            }
 
             let mut retries_done = 0;
             loop {
@@ -106,19 +132,29 @@ impl Route {
                 let error = match result {
                     Ok(success) => {
                         target.latency.observe(elapsed, Instant::now().into_std());
+                        if let Some(limiter) = &target.limiter {
+                            reservation.add(Arc::clone(limiter));
+                        }
                         attempts.push(AttemptRecord {
                             target: Arc::clone(&target.id),
                             class: None,
                             status: Some(200),
                             duration_ms,
                         });
-                        return Ok(self.respond(&target, attempts, success));
+                        return Ok(self.respond(&target, attempts, success, reservation));
                     }
                     Err(error) => error,
                 };
 
                 if error.class.counts_against_target() {
                     target.latency.observe_failure(Instant::now().into_std());
+                }
+                if let Some(limiter) = &target.limiter {
+                    TokenReservation::release(
+                        limiter,
+                        needs.estimated_tokens,
+                        Instant::now().into_std(),
+                    );
                 }
                 attempts.push(AttemptRecord {
                     target: Arc::clone(&target.id),
@@ -222,10 +258,18 @@ impl Route {
         target: &Target,
         attempts: Vec<AttemptRecord>,
         success: AttemptSuccess,
+        mut reservation: TokenReservation,
     ) -> EngineResponse {
         let body = match success {
-            AttemptSuccess::Complete { bytes, usage } => ResponseBody::Complete { bytes, usage },
-            AttemptSuccess::Stream(stream) => ResponseBody::Stream(stream),
+            AttemptSuccess::Complete { bytes, usage } => {
+                let actual = usage.map(|usage| usage.total_tokens);
+                reservation.settle(actual, Instant::now().into_std());
+                ResponseBody::Complete { bytes, usage }
+            }
+            AttemptSuccess::Stream(mut stream) => {
+                stream.settle_tokens_at_end(reservation);
+                ResponseBody::Stream(stream)
+            }
         };
         EngineResponse {
             route: Arc::clone(&self.name),

@@ -8,15 +8,18 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use adpa_resilience::circuit_breaker::Outcome;
 use bytes::Bytes;
 use futures_util::Stream;
+use parking_lot::Mutex;
 use serde_json::json;
 
 use super::attempt::StreamStart;
 use super::body::BodyReader;
+use super::limits::TokenReservation;
 use super::BreakerGuard;
 use crate::config::ProviderKind;
 use crate::error::{AttemptError, ErrorClass};
@@ -34,6 +37,8 @@ use crate::usage::Usage;
 /// frees the target's half-open probe slot if it held one.
 pub struct ChatStream {
     inner: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+    /// Tokens to reconcile with the usage the stream reports when it completes.
+    reservation: Arc<Mutex<TokenReservation>>,
 }
 
 impl fmt::Debug for ChatStream {
@@ -59,11 +64,14 @@ struct State {
     guard: BreakerGuard,
     usage: Option<Usage>,
     finished: bool,
+    reservation: Arc<Mutex<TokenReservation>>,
 }
 
 impl ChatStream {
     pub(crate) fn new(start: StreamStart, guard: BreakerGuard) -> Self {
+        let reservation = Arc::new(Mutex::new(TokenReservation::default()));
         let state = State {
+            reservation: Arc::clone(&reservation),
             reader: start.reader,
             splitter: start.splitter,
             decoder: start.decoder,
@@ -79,7 +87,15 @@ impl ChatStream {
         });
         Self {
             inner: Box::pin(inner),
+            reservation,
         }
+    }
+
+    /// Hands over the tokens reserved for this request, to be reconciled with the usage
+    /// the stream reports when it completes. A stream that fails or is dropped keeps
+    /// the estimate charged.
+    pub(crate) fn settle_tokens_at_end(&mut self, reservation: TokenReservation) {
+        *self.reservation.lock() = reservation;
     }
 }
 
@@ -131,6 +147,10 @@ impl State {
     fn succeed(&mut self) {
         self.finished = true;
         self.guard.finish(Outcome::Success);
+        let actual = self.usage.map(|usage| usage.total_tokens);
+        self.reservation
+            .lock()
+            .settle(actual, tokio::time::Instant::now().into_std());
         tracing::trace!(
             request_id = %self.guard.request_id(),
             target = %self.guard.target().id,
