@@ -25,6 +25,12 @@ impl EventSplitter {
         self.buffer.extend_from_slice(chunk);
     }
 
+    /// Returns whether the bytes after the last whole event exceed `limit`, which means
+    /// the stream is not sending events.
+    pub fn overflows(&self, limit: usize) -> bool {
+        self.buffer.len() > limit
+    }
+
     /// Returns the next whole event, or `None` until more bytes arrive.
     pub fn next_event(&mut self) -> Option<Bytes> {
         let end = self.find_event_end()?;

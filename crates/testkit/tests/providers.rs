@@ -258,3 +258,24 @@ async fn native_models_fall_back_across_providers() {
     assert_eq!(reply.header("x-adpa-model"), Some("claude-3-5-sonnet"));
     assert!(reply.text().contains("Hello from anthropic"));
 }
+
+#[tokio::test]
+async fn untranslatable_request_fails_over() {
+    let anthropic = sim("anthropic", vec![]).await;
+    let backup = sim("backup", vec![]).await;
+    let config = format!(
+        "{}{}[routes.chat]\nprimary = \"claude\"\nsecondaries = [\"backup\"]\n",
+        native("claude", "anthropic", &anthropic, "claude-3-5-sonnet"),
+        provider("backup", &backup)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    // Anthropic has no audio input; an OpenAI-compatible target can take it.
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+    ]}]});
+    let reply = send_json(gateway.addr(), body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-adpa-provider"), Some("backup"));
+    assert_eq!(anthropic.stats().requests, 0);
+}

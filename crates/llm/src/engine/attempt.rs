@@ -24,6 +24,17 @@ use crate::usage::Usage;
 /// Largest successful non-streaming body accepted from a target.
 const MAX_COMPLETION_BODY: usize = 32 * 1024 * 1024;
 
+/// Largest stream event accepted; an upstream that sends more without an event
+/// boundary is not streaming events.
+pub(crate) const MAX_EVENT: usize = 8 * 1024 * 1024;
+
+pub(crate) fn oversized_event() -> AttemptError {
+    AttemptError::new(
+        ErrorClass::Server,
+        format!("stream event larger than {MAX_EVENT} bytes"),
+    )
+}
+
 /// Bytes of an error body read for classification; the rest is discarded.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -42,6 +53,8 @@ pub(crate) struct StreamStart {
     pub(crate) held: VecDeque<Bytes>,
     pub(crate) usage: Option<Usage>,
     pub(crate) kind: ProviderKind,
+    /// The stream already ended with its end marker.
+    pub(crate) finished: bool,
 }
 
 /// Runs one attempt and records its outcome in the target's breaker through `guard`.
@@ -59,6 +72,10 @@ pub(crate) async fn run(
         Ok(Called::Complete { bytes, usage }) => {
             guard.finish(Outcome::Success);
             Ok(AttemptSuccess::Complete { bytes, usage })
+        }
+        Ok(Called::Stream(start)) if start.finished => {
+            guard.finish(Outcome::Success);
+            Ok(AttemptSuccess::Stream(ChatStream::new(start, guard)))
         }
         Ok(Called::Stream(start)) => {
             guard.stream_started();
@@ -103,6 +120,8 @@ async fn call(
             ProviderKind::Anthropic => anthropic::classify_error(status.as_u16(), &body),
             ProviderKind::Gemini => gemini::classify_error(status.as_u16(), &body),
         };
+        // A delay in the headers wins over one the body gave.
+        let retry_after = retry_after.or(error.retry_after);
         return Err(error.with_retry_after(retry_after));
     }
 
@@ -147,30 +166,37 @@ async fn first_content(
             ));
         };
         splitter.push(&chunk);
+        if splitter.overflows(MAX_EVENT) {
+            return Err(oversized_event());
+        }
         while let Some(event) = splitter.next_event() {
             let decoded = decoder.decode(event)?;
             usage = decoded.usage.or(usage);
             let event_kind = decoded.kind();
+            // An end event that brings frames besides the end marker carries a finish
+            // reason: an empty reply (a safety stop, no tokens left) is still a reply.
+            let finish_only = decoded.frames.len() > 1;
             held.extend(decoded.frames);
-            match event_kind {
-                EventKind::Preamble => {}
-                EventKind::Content => {
-                    return Ok(StreamStart {
-                        reader,
-                        splitter,
-                        decoder,
-                        held,
-                        usage,
-                        kind,
-                    });
-                }
+            let finished = match event_kind {
+                EventKind::Preamble => continue,
+                EventKind::Content => false,
+                EventKind::Done if finish_only => true,
                 EventKind::Done => {
                     return Err(AttemptError::new(
                         ErrorClass::Server,
                         "stream ended before any content",
                     ));
                 }
-            }
+            };
+            return Ok(StreamStart {
+                reader,
+                splitter,
+                decoder,
+                held,
+                usage,
+                kind,
+                finished,
+            });
         }
     }
 }

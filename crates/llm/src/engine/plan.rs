@@ -139,17 +139,25 @@ impl RouteProvider {
                 out.extend(regions[start..].iter().chain(&regions[..start]).cloned());
             }
             RegionStrategy::LatencyBased => {
-                // A region not tried for `region_exploration` goes first, once per
-                // period; the rest go healthy before failing, fastest first.
-                let (mut explore, mut rest): (Vec<_>, Vec<_>) =
-                    regions.iter().cloned().partition(|target| {
-                        target
-                            .latency
-                            .claim_exploration(self.region_exploration, now)
-                    });
-                rest.sort_by_key(|target| target.latency.rank());
-                explore.append(&mut rest);
-                out.append(&mut explore);
+                // Healthy regions before failing ones, fastest first. One region not
+                // tried for `region_exploration` goes first, so a slow or failing region
+                // can show it recovered; only that one is claimed, so the claim is not
+                // spent on a region this request will not reach.
+                let mut ordered = regions.to_vec();
+                ordered.sort_by_key(|target| target.latency.rank());
+                let due = ordered.iter().position(|target| {
+                    target.latency.exploration_due(self.region_exploration, now)
+                });
+                if let Some(index) = due {
+                    if ordered[index]
+                        .latency
+                        .claim_exploration(self.region_exploration, now)
+                    {
+                        let explored = ordered.remove(index);
+                        ordered.insert(0, explored);
+                    }
+                }
+                out.append(&mut ordered);
             }
         }
     }

@@ -163,7 +163,7 @@ impl Route {
                     duration_ms,
                 });
 
-                match self.recovery(error.class) {
+                match self.recovery(&error) {
                     Recovery::Fail => {
                         tracing::info!(
                             request_id = %context.request_id,
@@ -245,11 +245,14 @@ impl Route {
         })
     }
 
-    /// Returns the recovery for an error class on this route.
-    fn recovery(&self, class: ErrorClass) -> Recovery {
-        match class {
+    /// Returns the recovery for an error on this route.
+    fn recovery(&self, error: &AttemptError) -> Recovery {
+        match error.class {
             ErrorClass::ContentFilter if self.failover_on_content_filter => Recovery::Failover,
-            _ => recovery_for(class),
+            // Without a status the target never saw the request: the gateway could not
+            // express it in this target's format, and another target may take it.
+            ErrorClass::InvalidRequest if error.status.is_none() => Recovery::Failover,
+            _ => recovery_for(error.class),
         }
     }
 

@@ -79,7 +79,7 @@ impl ChatStream {
             pending: start.held,
             guard,
             usage: start.usage,
-            finished: false,
+            finished: start.finished,
         };
         let inner = futures_util::stream::unfold(state, |mut state| async move {
             let item = state.next_item().await?;
@@ -129,6 +129,9 @@ impl State {
         };
 
         self.splitter.push(&chunk);
+        if self.splitter.overflows(super::attempt::MAX_EVENT) {
+            return self.fail(super::attempt::oversized_event());
+        }
         while let Some(event) = self.splitter.next_event() {
             match self.decoder.decode(event) {
                 Ok(decoded) => {

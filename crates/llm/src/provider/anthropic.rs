@@ -81,10 +81,12 @@ pub fn request_body(request: &ChatRequest, model: &str) -> Result<Bytes, Attempt
     if !system.is_empty() {
         body.insert("system".into(), json!(system.join("\n\n")));
     }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "top_p")] {
-        if let Some(value) = request.member_value(from) {
-            body.insert(to.into(), value);
-        }
+    // OpenAI accepts a temperature up to 2, Anthropic up to 1.
+    if let Some(temperature) = request.member_value("temperature").and_then(|t| t.as_f64()) {
+        body.insert("temperature".into(), json!(temperature.min(1.0)));
+    }
+    if let Some(top_p) = request.member_value("top_p") {
+        body.insert("top_p".into(), top_p);
     }
     if let Some(stops) = stop_sequences(request) {
         body.insert("stop_sequences".into(), stops);
@@ -157,11 +159,15 @@ fn tool_choice(choice: &Value) -> Option<Value> {
 fn class_of_type(kind: &str, message: &str) -> Option<ErrorClass> {
     let message = message.to_ascii_lowercase();
     Some(match kind {
-        "invalid_request_error" if message.contains("prompt is too long") => {
+        "invalid_request_error"
+            if message.contains("prompt is too long")
+                || message.contains("exceed context limit") =>
+        {
             ErrorClass::ContextLength
         }
         "invalid_request_error" if message.contains("credit balance") => ErrorClass::QuotaExhausted,
         "invalid_request_error" => ErrorClass::InvalidRequest,
+        "billing_error" => ErrorClass::QuotaExhausted,
         "authentication_error" | "permission_error" => ErrorClass::Auth,
         "not_found_error" => ErrorClass::NotFound,
         "request_too_large" => ErrorClass::InvalidRequest,

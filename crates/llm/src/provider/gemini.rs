@@ -57,10 +57,14 @@ pub fn request_body(request: &ChatRequest) -> Result<Bytes, AttemptError> {
                 }
                 for call in message["tool_calls"].as_array().into_iter().flatten() {
                     let name = call["function"]["name"].as_str().unwrap_or_default();
-                    if let Some(id) = call["id"].as_str() {
-                        call_names.insert(id.to_owned(), name.to_owned());
+                    let id = call["id"].as_str().unwrap_or_default();
+                    call_names.insert(id.to_owned(), name.to_owned());
+                    let mut part =
+                        json!({"functionCall": {"name": name, "args": arguments_of(call)}});
+                    if let Some(signature) = signature_of(id) {
+                        part["thoughtSignature"] = json!(signature);
                     }
-                    parts.push(json!({"functionCall": {"name": name, "args": arguments_of(call)}}));
+                    parts.push(part);
                 }
                 push_merged(&mut contents, "model", "parts", parts);
             }
@@ -192,8 +196,27 @@ fn tool_config(choice: &Value) -> Option<Value> {
     Some(json!({"functionCallingConfig": config}))
 }
 
+/// Marks a tool call id that carries Gemini's thought signature, which Gemini requires
+/// back on the `functionCall` part when the conversation continues.
+const SIGNATURE_MARK: &str = ".sig.";
+
+/// Builds a tool call id, unique across turns, that carries `signature` when given.
+fn tool_call_id(signature: Option<&str>) -> String {
+    let id = format!("call_{:016x}", rand::random::<u64>());
+    match signature {
+        Some(signature) => format!("{id}{SIGNATURE_MARK}{signature}"),
+        None => id,
+    }
+}
+
+/// Returns the thought signature a tool call id carries, if any.
+fn signature_of(id: &str) -> Option<&str> {
+    id.split_once(SIGNATURE_MARK)
+        .map(|(_, signature)| signature)
+}
+
 /// Classifies a Gemini error by its `error.status`, or by HTTP status when the body is
-/// not Gemini's error shape.
+/// not Gemini's error shape, and reads the delay a `RetryInfo` detail asks for.
 pub fn classify_error(status: u16, body: &[u8]) -> AttemptError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let error = parsed.as_ref().map(|body| &body["error"]);
@@ -202,10 +225,39 @@ pub fn classify_error(status: u16, body: &[u8]) -> AttemptError {
         .and_then(|e| e["message"].as_str())
         .map(str::to_owned)
         .unwrap_or_else(|| describe_unexpected_body(body));
-    AttemptError::new(class_of(status, code, &message), message).with_status(status)
+    let details = error.and_then(|e| e["details"].as_array());
+    let class = class_of(
+        status,
+        code,
+        &message,
+        details.map_or(&[][..], Vec::as_slice),
+    );
+    let retry_delay = details
+        .into_iter()
+        .flatten()
+        .filter(|detail| {
+            detail["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("RetryInfo"))
+        })
+        .find_map(|detail| detail["retryDelay"].as_str())
+        .and_then(adpa_resilience::retry::parse_reset_duration);
+    AttemptError::new(class, message)
+        .with_status(status)
+        .with_retry_after(retry_delay)
 }
 
-fn class_of(status: u16, code: &str, message: &str) -> ErrorClass {
+/// Returns whether a `QuotaFailure` detail names a daily quota, which waiting minutes
+/// will not restore.
+fn daily_quota(details: &[Value]) -> bool {
+    details
+        .iter()
+        .flat_map(|detail| detail["violations"].as_array().into_iter().flatten())
+        .filter_map(|violation| violation["quotaId"].as_str())
+        .any(|quota| quota.contains("PerDay"))
+}
+
+fn class_of(status: u16, code: &str, message: &str, details: &[Value]) -> ErrorClass {
     let lower = message.to_ascii_lowercase();
     match code {
         "INVALID_ARGUMENT" if lower.contains("api key not valid") => ErrorClass::Auth,
@@ -217,9 +269,9 @@ fn class_of(status: u16, code: &str, message: &str) -> ErrorClass {
         // caller's region: the key cannot be used there.
         "FAILED_PRECONDITION" | "UNAUTHENTICATED" | "PERMISSION_DENIED" => ErrorClass::Auth,
         "NOT_FOUND" => ErrorClass::NotFound,
-        "RESOURCE_EXHAUSTED" if lower.contains("current quota") || lower.contains("billing") => {
-            ErrorClass::QuotaExhausted
-        }
+        // Gemini sends the same message for per-minute and per-day quotas; only the
+        // QuotaFailure detail tells them apart.
+        "RESOURCE_EXHAUSTED" if daily_quota(details) => ErrorClass::QuotaExhausted,
         "RESOURCE_EXHAUSTED" => ErrorClass::RateLimited,
         "UNAVAILABLE" => ErrorClass::Overloaded,
         "DEADLINE_EXCEEDED" => ErrorClass::Timeout,
@@ -252,7 +304,9 @@ fn finish_reason(reason: &str, has_tool_calls: bool) -> &'static str {
 fn usage_of(response: &Value) -> Option<Usage> {
     let metadata = response.get("usageMetadata")?;
     let prompt = metadata["promptTokenCount"].as_u64().unwrap_or(0);
-    let completion = metadata["candidatesTokenCount"].as_u64().unwrap_or(0);
+    // Thinking tokens are billed as output, so they count as completion tokens.
+    let completion = metadata["candidatesTokenCount"].as_u64().unwrap_or(0)
+        + metadata["thoughtsTokenCount"].as_u64().unwrap_or(0);
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
@@ -274,8 +328,8 @@ fn blocked_prompt(response: &Value) -> Option<AttemptError> {
     })
 }
 
-/// The text and function calls of the first candidate.
-fn parts_of(response: &Value) -> (String, Vec<(String, Value)>) {
+/// The text and function calls (name, arguments, tool call id) of the first candidate.
+fn parts_of(response: &Value) -> (String, Vec<(String, Value, String)>) {
     let mut text = String::new();
     let mut calls = Vec::new();
     let parts = response["candidates"][0]["content"]["parts"].as_array();
@@ -289,7 +343,8 @@ fn parts_of(response: &Value) -> (String, Vec<(String, Value)>) {
         }
         if let Some(call) = part.get("functionCall") {
             let name = call["name"].as_str().unwrap_or_default().to_owned();
-            calls.push((name, call["args"].clone()));
+            let id = tool_call_id(part["thoughtSignature"].as_str());
+            calls.push((name, call["args"].clone(), id));
         }
     }
     (text, calls)
@@ -321,10 +376,9 @@ pub fn complete(body: &[u8], model: &str) -> Result<(Bytes, Option<Usage>), Atte
     let (text, calls) = parts_of(&response);
     let tool_calls: Vec<Value> = calls
         .into_iter()
-        .enumerate()
-        .map(|(index, (name, args))| {
+        .map(|(name, args, id)| {
             json!({
-                "id": format!("call_{index}"),
+                "id": id,
                 "type": "function",
                 "function": {"name": name, "arguments": args.to_string()},
             })
@@ -380,7 +434,11 @@ impl StreamDecoder for Decoder {
                 .unwrap_or(500);
             let code = error["status"].as_str().unwrap_or_default();
             let message = error["message"].as_str().unwrap_or("error in stream");
-            return Err(AttemptError::new(class_of(status, code, message), message));
+            let details = error["details"].as_array().map_or(&[][..], Vec::as_slice);
+            return Err(AttemptError::new(
+                class_of(status, code, message, details),
+                message,
+            ));
         }
         if let Some(blocked) = blocked_prompt(&response) {
             return Err(blocked);
@@ -400,10 +458,10 @@ impl StreamDecoder for Decoder {
             frames.push(self.writer.text(&text));
             has_content = true;
         }
-        for (name, args) in calls {
+        for (name, args, id) in calls {
             let call = json!({"tool_calls": [{
                 "index": self.tool_calls,
-                "id": format!("call_{}", self.tool_calls),
+                "id": id,
                 "type": "function",
                 "function": {"name": name, "arguments": args.to_string()},
             }]});

@@ -76,6 +76,14 @@ impl PeakEwma {
         self.state.lock().failing
     }
 
+    /// Returns whether no attempt was made within `interval` before `now`.
+    pub fn exploration_due(&self, interval: Duration, now: Instant) -> bool {
+        self.state
+            .lock()
+            .last_attempt
+            .is_none_or(|last| now.saturating_duration_since(last) >= interval)
+    }
+
     /// Claims an exploration attempt: returns `true`, and counts an attempt at `now`,
     /// when no attempt was made within `interval`. Concurrent callers get one `true`
     /// per interval between them.

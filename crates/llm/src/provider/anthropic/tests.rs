@@ -20,6 +20,8 @@ fn classifies_real_error_bodies() {
         (500, "api_error", "Internal server error", ErrorClass::Server),
         (529, "overloaded_error", "Overloaded", ErrorClass::Overloaded),
         (504, "timeout_error", "Request timed out", ErrorClass::Timeout),
+        (400, "invalid_request_error", "input length and `max_tokens` exceed context limit: 198000 + 4096 > 200000", ErrorClass::ContextLength),
+        (402, "billing_error", "Your account has an outstanding balance.", ErrorClass::QuotaExhausted),
     ];
     for (status, kind, message, expected) in cases {
         assert_eq!(
@@ -54,7 +56,7 @@ fn translates_request() {
     let request = request(json!({
         "model": "chat",
         "stream": true,
-        "temperature": 0.2,
+        "temperature": 1.5,
         "stop": "END",
         "messages": [
             {"role": "system", "content": "Be brief."},
@@ -78,7 +80,8 @@ fn translates_request() {
     assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
     assert_eq!(body["system"], "Be brief.");
     assert_eq!(body["stream"], true);
-    assert_eq!(body["temperature"], 0.2);
+    // Anthropic's range ends at 1.
+    assert_eq!(body["temperature"], 1.0);
     assert_eq!(body["stop_sequences"], json!(["END"]));
     assert_eq!(body["tool_choice"], json!({"type": "any"}));
     assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));

@@ -17,7 +17,7 @@ fn classifies_real_error_bodies() {
         (403, "PERMISSION_DENIED", "The caller does not have permission", ErrorClass::Auth),
         (404, "NOT_FOUND", "models/gemini-9 is not found for API version v1beta", ErrorClass::NotFound),
         (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).", ErrorClass::RateLimited),
-        (429, "RESOURCE_EXHAUSTED", "You exceeded your current quota, please check your plan and billing details.", ErrorClass::QuotaExhausted),
+        (429, "RESOURCE_EXHAUSTED", "You exceeded your current quota, please check your plan and billing details.", ErrorClass::RateLimited),
         (500, "INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting", ErrorClass::Server),
         (503, "UNAVAILABLE", "The model is overloaded. Please try again later.", ErrorClass::Overloaded),
         (504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete.", ErrorClass::Timeout),
@@ -29,6 +29,59 @@ fn classifies_real_error_bodies() {
             "{status} {code}: {message}"
         );
     }
+}
+
+#[test]
+fn quota_details_tell_daily_from_minute_limits() {
+    let body = |quota: &str| {
+        json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+            "message": "You exceeded your current quota, please check your plan and billing details.",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                 "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests", "quotaId": quota}]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"},
+            ]}})
+        .to_string()
+    };
+    let per_minute = classify_error(
+        429,
+        body("GenerateRequestsPerMinutePerProjectPerModel-FreeTier").as_bytes(),
+    );
+    assert_eq!(per_minute.class, ErrorClass::RateLimited);
+    assert_eq!(
+        per_minute.retry_after,
+        Some(std::time::Duration::from_secs(37))
+    );
+    let per_day = classify_error(
+        429,
+        body("GenerateRequestsPerDayPerProjectPerModel-FreeTier").as_bytes(),
+    );
+    assert_eq!(per_day.class, ErrorClass::QuotaExhausted);
+}
+
+#[test]
+fn thought_signature_survives_round_trip() {
+    let response = json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "lookup", "args": {"q": "x"}}, "thoughtSignature": "c2lnbmF0dXJl"},
+    ]}, "finishReason": "STOP"}]});
+    let (bytes, _) = complete(response.to_string().as_bytes(), "gemini-3-pro").unwrap();
+    let completion: Value = serde_json::from_slice(&bytes).unwrap();
+    let call = completion["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(completion["choices"][0]["finish_reason"], "tool_calls");
+
+    let next = request(json!({"model": "chat", "messages": [
+        {"role": "user", "content": "Find x"},
+        {"role": "assistant", "content": null, "tool_calls": [call.clone()]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "found"},
+    ]}));
+    let body: Value = serde_json::from_slice(&request_body(&next).unwrap()).unwrap();
+    let part = &body["contents"][1]["parts"][0];
+    assert_eq!(part["thoughtSignature"], "c2lnbmF0dXJl");
+    assert_eq!(part["functionCall"]["name"], "lookup");
+    assert_eq!(
+        body["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "lookup"
+    );
 }
 
 #[test]
