@@ -213,6 +213,9 @@ impl Route {
                         tokio::time::sleep(delay).await;
                         continue;
                     }
+                    RetryDecision::Exhausted if self.retry.max_retries == 0 => {
+                        "no retries configured (max_retries = 0)"
+                    }
                     RetryDecision::Exhausted => "retries exhausted",
                     RetryDecision::ServerDelayTooLong(_) => {
                         "server requested a delay over max_delay"
