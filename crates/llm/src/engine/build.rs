@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use adpa_resilience::latency::PeakEwma;
 use adpa_resilience::rate_limit::{RateLimitConfig, RateLimiter};
+use adpa_resilience::retry::RetryBudget;
 use adpa_resilience::{
     CircuitBreaker, CircuitBreakerConfig, ConfigError, RetryConfig, TimeoutConfig,
 };
@@ -415,6 +416,12 @@ fn new_route(
         implicit,
         target_count,
         limiter: new_limiter(rate_limit),
+        retry_budget: RetryBudget::new(
+            retry.budget_ratio,
+            retry.budget_window,
+            retry.budget_min_per_second,
+            tokio::time::Instant::now().into_std(),
+        ),
         next_start: AtomicUsize::new(0),
     }
 }

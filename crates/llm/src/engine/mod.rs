@@ -20,6 +20,7 @@ use std::time::Duration;
 use adpa_resilience::circuit_breaker::{Outcome, Transition};
 use adpa_resilience::latency::PeakEwma;
 use adpa_resilience::rate_limit::RateLimiter;
+use adpa_resilience::retry::RetryBudget;
 use adpa_resilience::{CircuitBreaker, RetryConfig, TimeoutConfig};
 use http::HeaderValue;
 use tokio::time::Instant;
@@ -85,6 +86,8 @@ pub(crate) struct Route {
     pub(crate) target_count: usize,
     /// The route's own rate limit, checked before routing.
     pub(crate) limiter: Option<Arc<RateLimiter>>,
+    /// Caps retries across all targets to a share of recent requests.
+    pub(crate) retry_budget: RetryBudget,
     next_start: AtomicUsize,
 }
 

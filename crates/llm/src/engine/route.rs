@@ -47,6 +47,7 @@ impl Route {
         let deadline = Deadline::after(started, self.timeouts.total_timeout);
         let needs = request.needs();
 
+        self.retry_budget.deposit(started.into_std());
         let mut reservation = TokenReservation::new(needs.estimated_tokens);
         if let Some(limiter) = &self.limiter {
             let now = started.into_std();
@@ -198,6 +199,11 @@ impl Route {
                     self.retry
                         .decide(retries_done, error.retry_after, Some(remaining), &mut rng);
                 let reason = match decision {
+                    RetryDecision::RetryAfter(_)
+                        if !self.retry_budget.try_withdraw(Instant::now().into_std()) =>
+                    {
+                        "retry budget of the route used up"
+                    }
                     RetryDecision::RetryAfter(delay) => {
                         tracing::info!(
                             request_id = %context.request_id,

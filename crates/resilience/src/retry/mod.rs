@@ -8,6 +8,7 @@
 //! delay that ends past the deadline: it gives up instead, so the caller can fail over
 //! or fail at once.
 
+mod budget;
 mod retry_after;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
 
+pub use budget::RetryBudget;
 pub use retry_after::{parse_reset_duration, parse_retry_after, parse_retry_after_ms};
 
 /// Retry settings of a route.
@@ -50,6 +52,13 @@ pub struct RetryConfig {
     pub max_delay: Duration,
     /// Fraction in `0.0..=1.0` by which each delay is spread: `0.1` gives ±10%.
     pub jitter: f64,
+    /// Retries allowed per request over `budget_window`, across all targets of a route.
+    pub budget_ratio: f64,
+    /// Time over which requests and retries are counted for the budget.
+    #[serde(with = "crate::duration")]
+    pub budget_window: Duration,
+    /// Retries per second allowed even without traffic to earn them.
+    pub budget_min_per_second: f64,
 }
 
 impl Default for RetryConfig {
@@ -60,6 +69,9 @@ impl Default for RetryConfig {
             backoff_factor: 2.0,
             max_delay: Duration::from_secs(20),
             jitter: 0.1,
+            budget_ratio: 0.2,
+            budget_window: Duration::from_secs(10),
+            budget_min_per_second: 1.0,
         }
     }
 }
@@ -94,6 +106,27 @@ impl RetryConfig {
             return Err(ConfigError::new(
                 "jitter",
                 format!("must be a fraction in 0.0..=1.0, got {}", self.jitter),
+            ));
+        }
+        if !(self.budget_ratio.is_finite() && self.budget_ratio >= 0.0) {
+            return Err(ConfigError::new(
+                "budget_ratio",
+                format!("must be a number >= 0.0, got {}", self.budget_ratio),
+            ));
+        }
+        if !(self.budget_min_per_second.is_finite() && self.budget_min_per_second >= 0.0) {
+            return Err(ConfigError::new(
+                "budget_min_per_second",
+                format!(
+                    "must be a number >= 0.0, got {}",
+                    self.budget_min_per_second
+                ),
+            ));
+        }
+        if self.budget_window < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "budget_window",
+                format!("must be at least 1s, got {:?}", self.budget_window),
             ));
         }
         if self.max_delay < self.base_delay {
@@ -169,6 +202,7 @@ mod tests {
             backoff_factor: 2.0,
             max_delay: Duration::from_secs(1),
             jitter,
+            ..RetryConfig::default()
         }
     }
 
