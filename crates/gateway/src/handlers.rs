@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use adpa_llm::{ChatRequest, RequestContext, ResponseBody};
+use adpa_llm::{ChatRequest, Priority, RequestContext, ResponseBody};
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -41,9 +41,14 @@ pub(crate) async fn chat_completions(
             return ApiError::invalid_header(message).into_response_with_id(&request_id)
         }
     };
+    let Some(priority) = priority(&request_headers) else {
+        let message = "x-adpa-priority must be low, normal or high";
+        return ApiError::invalid_header(message).into_response_with_id(&request_id);
+    };
     let context = RequestContext {
         request_id: Arc::clone(&request_id),
         min_quality,
+        priority,
     };
     let response = match state.engine.execute(&request, &context).await {
         Ok(response) => response,
@@ -73,6 +78,17 @@ pub(crate) async fn chat_completions(
         reply_headers.insert(headers::REGION, region);
     }
     reply
+}
+
+/// Reads `x-adpa-priority`: `low`, `normal` (the default) or `high`. `None` for another
+/// value.
+// TODO: once client keys exist, take the priority from the key and accept the header
+// only from keys that allow it.
+fn priority(request_headers: &HeaderMap) -> Option<Priority> {
+    match request_headers.get(&headers::PRIORITY) {
+        None => Some(Priority::Normal),
+        Some(value) => value.to_str().ok().and_then(Priority::parse),
+    }
 }
 
 /// Reads `x-adpa-min-quality`: the lowest model weight, in `0.0..=1.0`, the client

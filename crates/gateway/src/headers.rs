@@ -13,6 +13,8 @@ pub const MODEL: HeaderName = HeaderName::from_static("x-adpa-model");
 pub const REGION: HeaderName = HeaderName::from_static("x-adpa-region");
 /// The lowest model weight a client accepts, sent by the client.
 pub const MIN_QUALITY: HeaderName = HeaderName::from_static("x-adpa-min-quality");
+/// The priority class of a request (`low`, `normal`, `high`), sent by the client.
+pub const PRIORITY: HeaderName = HeaderName::from_static("x-adpa-priority");
 /// The number of attempts the request took.
 pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-adpa-attempts");
 

@@ -8,13 +8,20 @@
 use std::fmt;
 use std::time::Duration;
 
+use adpa_resilience::concurrency::ConcurrencyConfig;
 use adpa_resilience::rate_limit::RateLimitConfig;
 use adpa_resilience::{CircuitBreakerConfig, RetryConfig, TimeoutConfig};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 /// Policy tables a route has and `[defaults]` provides.
-pub const POLICY_TABLES: [&str; 4] = ["retry", "circuit_breaker", "timeouts", "rate_limit"];
+pub const POLICY_TABLES: [&str; 5] = [
+    "retry",
+    "circuit_breaker",
+    "timeouts",
+    "rate_limit",
+    "concurrency",
+];
 
 /// The engine part of the config file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -204,6 +211,9 @@ pub struct RouteConfig {
     /// A limit on the requests and tokens of this route, checked before routing.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// A limit on the requests of this route in flight at once, with a priority queue.
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyConfig>,
 }
 
 /// Which key orders a route's targets first.
@@ -363,6 +373,9 @@ pub struct PolicyConfig {
     /// A limit each route gets for its own requests and tokens.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// A concurrency limit each route gets for its own requests.
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyConfig>,
 }
 
 /// Copies every key of the `[defaults]` policy tables into each route that does not set

@@ -38,8 +38,8 @@ pub mod usage;
 
 pub use config::{ConfigErrors, ConfigIssue, EngineConfig};
 pub use engine::{
-    AttemptRecord, ChatStream, Engine, EngineError, EngineResponse, RequestContext, ResponseBody,
-    RouteInfo,
+    AttemptRecord, ChatStream, Engine, EngineError, EngineResponse, Priority, RequestContext,
+    ResponseBody, RouteInfo,
 };
 pub use error::{AttemptError, ErrorClass, Transience};
 pub use request::{ChatRequest, RequestError};

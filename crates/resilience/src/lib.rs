@@ -8,6 +8,7 @@
 //!   whether a retry still fits the request's deadline.
 //! - [`circuit_breaker`]: a per-target breaker (closed, open, half-open) with a
 //!   lock-free closed path.
+//! - [`concurrency`]: a concurrency limit with a bounded priority queue.
 //! - [`rate_limit`]: a lock-free GCRA rate limiter for requests and tokens.
 //! - [`latency`]: a peak-sensitive moving average of latency per endpoint.
 //! - [`timeout`]: the timeout settings of one request, its deadline, and a stream
@@ -21,6 +22,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod circuit_breaker;
+pub mod concurrency;
 pub mod duration;
 pub mod latency;
 pub mod rate_limit;

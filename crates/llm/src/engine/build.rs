@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adpa_resilience::concurrency::{ConcurrencyConfig, ConcurrencyLimiter};
 use adpa_resilience::latency::PeakEwma;
 use adpa_resilience::rate_limit::{RateLimitConfig, RateLimiter};
 use adpa_resilience::retry::RetryBudget;
@@ -76,6 +77,11 @@ impl Engine {
             &mut issues,
         );
         check_rate_limit("defaults", config.defaults.rate_limit.as_ref(), &mut issues);
+        check_concurrency(
+            "defaults",
+            config.defaults.concurrency.as_ref(),
+            &mut issues,
+        );
         for (name, provider) in &config.providers {
             check_rate_limit(
                 &format!("providers.{name}"),
@@ -125,6 +131,9 @@ fn build_route(
     );
     if route.rate_limit != config.defaults.rate_limit {
         check_rate_limit(&path, route.rate_limit.as_ref(), issues);
+    }
+    if route.concurrency != config.defaults.concurrency {
+        check_concurrency(&path, route.concurrency.as_ref(), issues);
     }
 
     // The route's providers, in order, each checked to exist once.
@@ -207,6 +216,7 @@ fn build_route(
         client,
         false,
         route.rate_limit.as_ref(),
+        route.concurrency.as_ref(),
     ))
 }
 
@@ -396,6 +406,7 @@ fn new_route(
     client: HttpClient,
     implicit: bool,
     rate_limit: Option<&RateLimitConfig>,
+    concurrency: Option<&ConcurrencyConfig>,
 ) -> Route {
     let target_count = providers
         .iter()
@@ -416,6 +427,7 @@ fn new_route(
         implicit,
         target_count,
         limiter: new_limiter(rate_limit),
+        concurrency: concurrency.and_then(|config| ConcurrencyLimiter::new(config.clone()).ok()),
         retry_budget: RetryBudget::new(
             retry.budget_ratio,
             retry.budget_window,
@@ -490,6 +502,7 @@ fn add_implicit_routes(
             client.clone(),
             true,
             defaults.rate_limit.as_ref(),
+            defaults.concurrency.as_ref(),
         );
         routes.insert(model.to_owned(), Arc::new(route));
     }
@@ -667,6 +680,19 @@ fn check_rate_limit(path: &str, config: Option<&RateLimitConfig>, issues: &mut V
     if let Some(Err(err)) = config.map(RateLimitConfig::validate) {
         issues.push(ConfigIssue::new(
             format!("{path}.rate_limit.{}", err.field),
+            err.reason,
+        ));
+    }
+}
+
+fn check_concurrency(
+    path: &str,
+    config: Option<&ConcurrencyConfig>,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    if let Some(Err(err)) = config.map(ConcurrencyConfig::validate) {
+        issues.push(ConfigIssue::new(
+            format!("{path}.concurrency.{}", err.field),
             err.reason,
         ));
     }

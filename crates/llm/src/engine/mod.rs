@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adpa_resilience::circuit_breaker::{Outcome, Transition};
+use adpa_resilience::concurrency::ConcurrencyLimiter;
 use adpa_resilience::latency::PeakEwma;
 use adpa_resilience::rate_limit::RateLimiter;
 use adpa_resilience::retry::RetryBudget;
@@ -43,6 +44,40 @@ pub struct RequestContext {
     pub request_id: Arc<str>,
     /// The lowest model weight the client accepts (`x-adpa-min-quality`).
     pub min_quality: Option<f64>,
+    /// Priority in the concurrency queue: higher is served first.
+    pub priority: Priority,
+}
+
+/// A request's priority class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// Served after every other class.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Served first.
+    High,
+}
+
+impl Priority {
+    /// Parses `low`, `normal` or `high`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "low" => Some(Self::Low),
+            "normal" => Some(Self::Normal),
+            "high" => Some(Self::High),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn rank(self) -> u8 {
+        match self {
+            Self::Low => 0,
+            Self::Normal => 1,
+            Self::High => 2,
+        }
+    }
 }
 
 impl RequestContext {
@@ -51,6 +86,7 @@ impl RequestContext {
         Self {
             request_id: request_id.into(),
             min_quality: None,
+            priority: Priority::Normal,
         }
     }
 }
@@ -88,6 +124,8 @@ pub(crate) struct Route {
     pub(crate) limiter: Option<Arc<RateLimiter>>,
     /// Caps retries across all targets to a share of recent requests.
     pub(crate) retry_budget: RetryBudget,
+    /// Caps the requests in flight, with a priority queue.
+    pub(crate) concurrency: Option<Arc<ConcurrencyLimiter>>,
     next_start: AtomicUsize,
 }
 

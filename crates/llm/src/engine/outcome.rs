@@ -92,6 +92,12 @@ pub enum EngineError {
         /// The route's limiter state, for `Retry-After` and `x-ratelimit-*` headers.
         state: LimitState,
     },
+    /// The route's concurrency limit had no slot and its queue was full, or the wait in
+    /// the queue timed out.
+    Overloaded {
+        /// Why no slot was given.
+        reason: adpa_resilience::concurrency::Rejected,
+    },
     /// The request deadline (`total_timeout`) passed before a target responded.
     DeadlineExceeded {
         /// The error of the last attempt, if one was made.
@@ -105,7 +111,7 @@ impl EngineError {
     /// Returns the attempts made before the request failed.
     pub fn attempts(&self) -> &[AttemptRecord] {
         match self {
-            Self::UnknownRoute { .. } | Self::RateLimited { .. } => &[],
+            Self::UnknownRoute { .. } | Self::RateLimited { .. } | Self::Overloaded { .. } => &[],
             Self::Rejected { attempts, .. }
             | Self::Exhausted { attempts, .. }
             | Self::DeadlineExceeded { attempts, .. } => attempts,
@@ -119,6 +125,7 @@ impl EngineError {
             Self::UnknownRoute { .. }
             | Self::Rejected { .. }
             | Self::RateLimited { .. }
+            | Self::Overloaded { .. }
             | Self::DeadlineExceeded { .. } => &[],
         }
     }
@@ -134,6 +141,14 @@ impl EngineError {
     /// Returns the message shown to the client.
     pub fn message(&self) -> String {
         match self {
+            Self::Overloaded { reason } => match reason {
+                adpa_resilience::concurrency::Rejected::QueueFull => {
+                    "route is at its concurrency limit and its queue is full".to_owned()
+                }
+                adpa_resilience::concurrency::Rejected::QueueTimeout => {
+                    "request waited queue_timeout for a slot of the route".to_owned()
+                }
+            },
             Self::RateLimited { state } => {
                 let limit = match state.limit {
                     adpa_resilience::rate_limit::Limit::Requests => "requests_per_second",

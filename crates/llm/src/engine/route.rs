@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use adpa_resilience::concurrency::ConcurrencyPermit;
 use adpa_resilience::{Deadline, RetryDecision};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -46,6 +47,23 @@ impl Route {
         let started = Instant::now();
         let deadline = Deadline::after(started, self.timeouts.total_timeout);
         let needs = request.needs();
+
+        // Held until the response ends; a stream takes it along.
+        let slot = match &self.concurrency {
+            Some(limiter) => match limiter.acquire(context.priority.rank()).await {
+                Ok(slot) => Some(slot),
+                Err(reason) => {
+                    tracing::info!(
+                        request_id = %context.request_id,
+                        route = %self.name,
+                        reason = ?reason,
+                        "request rejected by the route's concurrency limit"
+                    );
+                    return Err(EngineError::Overloaded { reason });
+                }
+            },
+            None => None,
+        };
 
         self.retry_budget.deposit(started.into_std());
         let mut reservation = TokenReservation::new(needs.estimated_tokens);
@@ -142,7 +160,7 @@ impl Route {
                             status: Some(200),
                             duration_ms,
                         });
-                        return Ok(self.respond(&target, attempts, success, reservation));
+                        return Ok(self.respond(&target, attempts, success, reservation, slot));
                     }
                     Err(error) => error,
                 };
@@ -271,6 +289,7 @@ impl Route {
         attempts: Vec<AttemptRecord>,
         success: AttemptSuccess,
         mut reservation: TokenReservation,
+        slot: Option<ConcurrencyPermit>,
     ) -> EngineResponse {
         let body = match success {
             AttemptSuccess::Complete { bytes, usage } => {
@@ -280,6 +299,7 @@ impl Route {
             }
             AttemptSuccess::Stream(mut stream) => {
                 stream.settle_tokens_at_end(reservation);
+                stream.hold_until_end(slot);
                 ResponseBody::Stream(stream)
             }
         };

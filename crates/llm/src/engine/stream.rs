@@ -18,6 +18,8 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use super::attempt::StreamStart;
+use adpa_resilience::concurrency::ConcurrencyPermit;
+
 use super::body::BodyReader;
 use super::limits::TokenReservation;
 use super::BreakerGuard;
@@ -39,6 +41,8 @@ pub struct ChatStream {
     inner: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
     /// Tokens to reconcile with the usage the stream reports when it completes.
     reservation: Arc<Mutex<TokenReservation>>,
+    /// The route's concurrency slot, released when the stream is dropped.
+    permit: Option<ConcurrencyPermit>,
 }
 
 impl fmt::Debug for ChatStream {
@@ -88,7 +92,13 @@ impl ChatStream {
         Self {
             inner: Box::pin(inner),
             reservation,
+            permit: None,
         }
+    }
+
+    /// Keeps the route's concurrency slot until the stream is dropped.
+    pub(crate) fn hold_until_end(&mut self, permit: Option<ConcurrencyPermit>) {
+        self.permit = permit;
     }
 
     /// Hands over the tokens reserved for this request, to be reconciled with the usage

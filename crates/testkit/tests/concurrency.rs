@@ -1,0 +1,151 @@
+//! The route concurrency limit: slots, a bounded priority queue, and cancellation.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use adpa_testkit::sim::{FaultScript, Latency, ResponseShape, SimHandle};
+use adpa_testkit::start_gateway;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use support::*;
+
+async fn slow_upstream(millis: u64) -> SimHandle {
+    let script = FaultScript {
+        latency: Latency {
+            fixed: Duration::from_millis(millis),
+            jitter: Duration::ZERO,
+        },
+        ..FaultScript::default()
+    };
+    SimHandle::start_local("slow", script).await.unwrap()
+}
+
+fn config(upstream: &SimHandle, max: u32, queue: u32) -> String {
+    format!(
+        "{}[routes.chat]\nprimary = \"slow\"\n[routes.chat.concurrency]\nmax_concurrent = {max}\nqueue_size = {queue}\nqueue_timeout = \"5s\"\n",
+        provider("slow", upstream)
+    )
+}
+
+async fn chat_with_priority(addr: std::net::SocketAddr, priority: &str) -> (u16, Instant) {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/v1/chat/completions"))
+        .header("x-adpa-priority", priority)
+        .body(Full::new(Bytes::from(chat_body("chat", false))))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    (status, Instant::now())
+}
+
+#[tokio::test]
+async fn full_queue_rejects_at_once() {
+    let upstream = slow_upstream(300).await;
+    let gateway = start_gateway(&config(&upstream, 2, 1)).await.unwrap();
+    let addr = gateway.addr();
+
+    let mut running = Vec::new();
+    for _ in 0..3 {
+        running.push(tokio::spawn(async move { chat(addr, "chat").await.status }));
+    }
+    assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 2).await);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let started = Instant::now();
+    let rejected = chat(addr, "chat").await;
+    assert_eq!(rejected.status, 503, "{}", rejected.text());
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(rejected.header("retry-after"), Some("1"));
+    assert_eq!(rejected.json()["error"]["code"], "overloaded");
+
+    for request in running {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(upstream.stats().requests, 3);
+}
+
+#[tokio::test]
+async fn high_priority_overtakes_queue() {
+    let upstream = slow_upstream(200).await;
+    let gateway = start_gateway(&config(&upstream, 1, 10)).await.unwrap();
+    let addr = gateway.addr();
+
+    let holder = tokio::spawn(chat_with_priority(addr, "normal"));
+    assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 1).await);
+    let low = tokio::spawn(chat_with_priority(addr, "low"));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let high = tokio::spawn(chat_with_priority(addr, "high"));
+
+    let (held_status, _) = holder.await.unwrap();
+    let (low_status, low_done) = low.await.unwrap();
+    let (high_status, high_done) = high.await.unwrap();
+    assert_eq!((held_status, low_status, high_status), (200, 200, 200));
+    assert!(
+        high_done < low_done,
+        "the high-priority request finished after the low one"
+    );
+}
+
+#[tokio::test]
+async fn disconnect_while_queued_frees_place() {
+    let upstream = slow_upstream(400).await;
+    let gateway = start_gateway(&config(&upstream, 1, 1)).await.unwrap();
+    let addr = gateway.addr();
+
+    let holder = tokio::spawn(async move { chat(addr, "chat").await.status });
+    assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 1).await);
+
+    // A queued client gives up: its connection closes while it waits.
+    let quitter = tokio::spawn(async move { chat(addr, "chat").await.status });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    quitter.abort();
+    let _ = quitter.await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Its queue place is free again: the next request waits instead of being rejected.
+    let next = chat(addr, "chat").await;
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert_eq!(holder.await.unwrap(), 200);
+    assert_eq!(upstream.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn stream_holds_slot_until_it_ends() {
+    let script = FaultScript {
+        response: ResponseShape {
+            chunks: 6,
+            chunk_delay: Duration::from_millis(60),
+        },
+        ..FaultScript::default()
+    };
+    let upstream = SimHandle::start_local("slow", script).await.unwrap();
+    let gateway = start_gateway(&config(&upstream, 1, 0)).await.unwrap();
+    let addr = gateway.addr();
+
+    let streaming = tokio::spawn(async move { chat_stream(addr, "chat").await });
+    assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 1).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(chat(addr, "chat").await.status, 503);
+
+    let stream = streaming.await.unwrap();
+    assert_eq!(
+        sse_data(&stream.text()).last().map(String::as_str),
+        Some("[DONE]")
+    );
+    assert_eq!(chat(addr, "chat").await.status, 200);
+}
+
+#[tokio::test]
+async fn invalid_priority_is_rejected() {
+    let upstream = slow_upstream(0).await;
+    let gateway = start_gateway(&config(&upstream, 1, 0)).await.unwrap();
+    let (status, _) = chat_with_priority(gateway.addr(), "urgent").await;
+    assert_eq!(status, 400);
+}
