@@ -118,6 +118,15 @@ impl ApiError {
     pub fn from_engine(error: EngineError) -> Self {
         let message = error.message();
         match error {
+            EngineError::Shed { .. } => Self {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "shed",
+                    message,
+                )
+            },
             EngineError::Overloaded { .. } => Self {
                 // A slot frees when a request in flight ends; one second is a short wait
                 // that still spreads the retries of many rejected clients.

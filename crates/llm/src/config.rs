@@ -9,18 +9,20 @@ use std::fmt;
 use std::time::Duration;
 
 use adpa_resilience::concurrency::ConcurrencyConfig;
+use adpa_resilience::load_shed::LoadShedConfig;
 use adpa_resilience::rate_limit::RateLimitConfig;
 use adpa_resilience::{CircuitBreakerConfig, RetryConfig, TimeoutConfig};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 /// Policy tables a route has and `[defaults]` provides.
-pub const POLICY_TABLES: [&str; 5] = [
+pub const POLICY_TABLES: [&str; 6] = [
     "retry",
     "circuit_breaker",
     "timeouts",
     "rate_limit",
     "concurrency",
+    "load_shedding",
 ];
 
 /// The engine part of the config file.
@@ -214,6 +216,9 @@ pub struct RouteConfig {
     /// A limit on the requests of this route in flight at once, with a priority queue.
     #[serde(default)]
     pub concurrency: Option<ConcurrencyConfig>,
+    /// Shedding of requests above a load threshold; needs `concurrency` to measure load.
+    #[serde(default)]
+    pub load_shedding: Option<LoadShedConfig>,
 }
 
 /// Which key orders a route's targets first.
@@ -376,6 +381,9 @@ pub struct PolicyConfig {
     /// A concurrency limit each route gets for its own requests.
     #[serde(default)]
     pub concurrency: Option<ConcurrencyConfig>,
+    /// Load shedding each route applies to its own requests.
+    #[serde(default)]
+    pub load_shedding: Option<LoadShedConfig>,
 }
 
 /// Copies every key of the `[defaults]` policy tables into each route that does not set

@@ -9,6 +9,7 @@
 //! - [`circuit_breaker`]: a per-target breaker (closed, open, half-open) with a
 //!   lock-free closed path.
 //! - [`concurrency`]: a concurrency limit with a bounded priority queue.
+//! - [`load_shed`]: rejecting requests by priority above a load threshold.
 //! - [`rate_limit`]: a lock-free GCRA rate limiter for requests and tokens.
 //! - [`latency`]: a peak-sensitive moving average of latency per endpoint.
 //! - [`timeout`]: the timeout settings of one request, its deadline, and a stream
@@ -25,6 +26,7 @@ pub mod circuit_breaker;
 pub mod concurrency;
 pub mod duration;
 pub mod latency;
+pub mod load_shed;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;

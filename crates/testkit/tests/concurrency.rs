@@ -149,3 +149,55 @@ async fn invalid_priority_is_rejected() {
     let (status, _) = chat_with_priority(gateway.addr(), "urgent").await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn load_shedding_drops_low_priority_first() {
+    let upstream = slow_upstream(300).await;
+    let config = format!(
+        "{}[routes.chat.load_shedding]\nmax_load = 0.5\nshed_strategy = \"priority\"\n",
+        config(&upstream, 2, 2)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+    let addr = gateway.addr();
+
+    // One request in flight: load 0.5, nothing is shed.
+    let first = tokio::spawn(chat_with_priority(addr, "low"));
+    assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 1).await);
+    // Two in flight: load 1.0.
+    let second = tokio::spawn(chat_with_priority(addr, "normal"));
+    assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 2).await);
+
+    let started = Instant::now();
+    let (low, _) = chat_with_priority(addr, "low").await;
+    let (normal, _) = chat_with_priority(addr, "normal").await;
+    assert_eq!((low, normal), (503, 503));
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // High priority queues and is served.
+    let (high, _) = chat_with_priority(addr, "high").await;
+    assert_eq!(high, 200);
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(second.await.unwrap().0, 200);
+    assert_eq!(upstream.stats().requests, 3);
+
+    let shed = chat_with_priority(addr, "low").await;
+    assert_eq!(shed.0, 200, "load is back to 0 once the requests ended");
+}
+
+#[tokio::test]
+async fn load_shedding_needs_concurrency() {
+    let upstream = slow_upstream(0).await;
+    let config = format!(
+        "{}[routes.chat]\nprimary = \"slow\"\n[routes.chat.load_shedding]\nmax_load = 0.8\n",
+        provider("slow", &upstream)
+    );
+    let err = start_gateway(&config).await.map(|_| ()).unwrap_err();
+    assert!(
+        err.contains("routes.chat.load_shedding") && err.contains("concurrency"),
+        "{err}"
+    );
+}

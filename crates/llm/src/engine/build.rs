@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use adpa_resilience::concurrency::{ConcurrencyConfig, ConcurrencyLimiter};
 use adpa_resilience::latency::PeakEwma;
+use adpa_resilience::load_shed::{LoadShedConfig, LoadShedder};
 use adpa_resilience::rate_limit::{RateLimitConfig, RateLimiter};
 use adpa_resilience::retry::RetryBudget;
 use adpa_resilience::{
@@ -135,6 +136,12 @@ fn build_route(
     if route.concurrency != config.defaults.concurrency {
         check_concurrency(&path, route.concurrency.as_ref(), issues);
     }
+    check_load_shedding(
+        &path,
+        route.load_shedding.as_ref(),
+        route.concurrency.is_some(),
+        issues,
+    );
 
     // The route's providers, in order, each checked to exist once.
     let mut members: Vec<(&str, &BuiltProvider<'_>)> = Vec::new();
@@ -217,6 +224,7 @@ fn build_route(
         false,
         route.rate_limit.as_ref(),
         route.concurrency.as_ref(),
+        route.load_shedding.as_ref(),
     ))
 }
 
@@ -407,6 +415,7 @@ fn new_route(
     implicit: bool,
     rate_limit: Option<&RateLimitConfig>,
     concurrency: Option<&ConcurrencyConfig>,
+    load_shedding: Option<&LoadShedConfig>,
 ) -> Route {
     let target_count = providers
         .iter()
@@ -428,6 +437,7 @@ fn new_route(
         target_count,
         limiter: new_limiter(rate_limit),
         concurrency: concurrency.and_then(|config| ConcurrencyLimiter::new(config.clone()).ok()),
+        shedder: load_shedding.and_then(|config| LoadShedder::new(config.clone()).ok()),
         retry_budget: RetryBudget::new(
             retry.budget_ratio,
             retry.budget_window,
@@ -503,6 +513,7 @@ fn add_implicit_routes(
             true,
             defaults.rate_limit.as_ref(),
             defaults.concurrency.as_ref(),
+            defaults.load_shedding.as_ref(),
         );
         routes.insert(model.to_owned(), Arc::new(route));
     }
@@ -681,6 +692,29 @@ fn check_rate_limit(path: &str, config: Option<&RateLimitConfig>, issues: &mut V
         issues.push(ConfigIssue::new(
             format!("{path}.rate_limit.{}", err.field),
             err.reason,
+        ));
+    }
+}
+
+fn check_load_shedding(
+    path: &str,
+    config: Option<&LoadShedConfig>,
+    has_concurrency: bool,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let Some(config) = config else {
+        return;
+    };
+    if let Err(err) = config.validate() {
+        issues.push(ConfigIssue::new(
+            format!("{path}.load_shedding.{}", err.field),
+            err.reason,
+        ));
+    }
+    if !has_concurrency {
+        issues.push(ConfigIssue::new(
+            format!("{path}.load_shedding"),
+            format!("load is measured by the concurrency limit; add [{path}.concurrency]"),
         ));
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use adpa_resilience::circuit_breaker::{Outcome, Transition};
 use adpa_resilience::concurrency::ConcurrencyLimiter;
 use adpa_resilience::latency::PeakEwma;
+use adpa_resilience::load_shed::LoadShedder;
 use adpa_resilience::rate_limit::RateLimiter;
 use adpa_resilience::retry::RetryBudget;
 use adpa_resilience::{CircuitBreaker, RetryConfig, TimeoutConfig};
@@ -126,6 +127,8 @@ pub(crate) struct Route {
     pub(crate) retry_budget: RetryBudget,
     /// Caps the requests in flight, with a priority queue.
     pub(crate) concurrency: Option<Arc<ConcurrencyLimiter>>,
+    /// Sheds requests when the concurrency limiter reports load above a threshold.
+    pub(crate) shedder: Option<LoadShedder>,
     next_start: AtomicUsize,
 }
 

@@ -98,6 +98,12 @@ pub enum EngineError {
         /// Why no slot was given.
         reason: adpa_resilience::concurrency::Rejected,
     },
+    /// The route's load was above `max_load` and its shedding strategy chose this
+    /// request.
+    Shed {
+        /// The load when the request arrived, in `0.0..=1.0`.
+        load: f64,
+    },
     /// The request deadline (`total_timeout`) passed before a target responded.
     DeadlineExceeded {
         /// The error of the last attempt, if one was made.
@@ -111,7 +117,10 @@ impl EngineError {
     /// Returns the attempts made before the request failed.
     pub fn attempts(&self) -> &[AttemptRecord] {
         match self {
-            Self::UnknownRoute { .. } | Self::RateLimited { .. } | Self::Overloaded { .. } => &[],
+            Self::UnknownRoute { .. }
+            | Self::RateLimited { .. }
+            | Self::Overloaded { .. }
+            | Self::Shed { .. } => &[],
             Self::Rejected { attempts, .. }
             | Self::Exhausted { attempts, .. }
             | Self::DeadlineExceeded { attempts, .. } => attempts,
@@ -126,6 +135,7 @@ impl EngineError {
             | Self::Rejected { .. }
             | Self::RateLimited { .. }
             | Self::Overloaded { .. }
+            | Self::Shed { .. }
             | Self::DeadlineExceeded { .. } => &[],
         }
     }
@@ -141,6 +151,10 @@ impl EngineError {
     /// Returns the message shown to the client.
     pub fn message(&self) -> String {
         match self {
+            Self::Shed { load } => format!(
+                "route is overloaded (load {:.0}%) and shed this request; retry later",
+                load * 100.0
+            ),
             Self::Overloaded { reason } => match reason {
                 adpa_resilience::concurrency::Rejected::QueueFull => {
                     "route is at its concurrency limit and its queue is full".to_owned()

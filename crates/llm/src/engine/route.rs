@@ -48,6 +48,21 @@ impl Route {
         let deadline = Deadline::after(started, self.timeouts.total_timeout);
         let needs = request.needs();
 
+        let mut rng = SmallRng::from_rng(&mut rand::rng());
+        if let (Some(shedder), Some(limiter)) = (&self.shedder, &self.concurrency) {
+            let load = limiter.load();
+            if shedder.should_shed(load, context.priority.rank(), &mut rng) {
+                tracing::info!(
+                    request_id = %context.request_id,
+                    route = %self.name,
+                    load,
+                    priority = ?context.priority,
+                    "request shed"
+                );
+                return Err(EngineError::Shed { load });
+            }
+        }
+
         // Held until the response ends; a stream takes it along.
         let slot = match &self.concurrency {
             Some(limiter) => match limiter.acquire(context.priority.rank()).await {

@@ -122,11 +122,16 @@ impl ConcurrencyLimiter {
         (state.in_flight, state.queue.len() as u32)
     }
 
-    /// Returns the load: requests in flight and queued over the slots and queue places.
+    /// Returns the load in `0.0..=1.0`: the larger of the share of slots in use and the
+    /// share of queue places in use, the latter standing for queueing delay.
     pub fn load(&self) -> f64 {
         let (in_flight, queued) = self.usage();
-        let capacity = self.config.max_concurrent + self.config.queue_size;
-        f64::from(in_flight + queued) / f64::from(capacity)
+        let slots = f64::from(in_flight) / f64::from(self.config.max_concurrent);
+        let queue = match self.config.queue_size {
+            0 => 0.0,
+            size => f64::from(queued) / f64::from(size),
+        };
+        slots.max(queue).min(1.0)
     }
 
     /// Takes a permit, waiting in the queue at `priority` (higher is served first) when
