@@ -52,6 +52,11 @@ enum Command {
         #[arg(long, value_name = "ROUTE")]
         explain: Option<String>,
     },
+    /// Manage client keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Run a simulated OpenAI-compatible provider with scripted faults.
     Sim {
         /// Address to listen on.
@@ -62,6 +67,15 @@ enum Command {
         faults: Option<PathBuf>,
         /// Name the provider uses in its replies.
         #[arg(long, default_value = "sim")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Print a new secret once, and the [[keys]] entry with its hash for the config.
+    New {
+        /// Name of the key, shown in logs.
         name: String,
     },
 }
@@ -95,6 +109,9 @@ async fn run(command: Command) -> Result<ExitCode> {
             faults,
             name,
         } => sim(listen, faults.as_deref(), &name).await,
+        Command::Key {
+            command: KeyCommand::New { name },
+        } => new_key(&name),
     }
 }
 
@@ -147,6 +164,14 @@ fn print_banner(addr: SocketAddr, routes: &[adpa_llm::RouteInfo]) -> std::io::Re
         "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{example}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}' -D -"
     )?;
     out.flush()
+}
+
+fn new_key(name: &str) -> Result<ExitCode> {
+    let (secret, hash) = adpa_gateway::keys::new_secret();
+    let name = toml::Value::String(name.to_owned());
+    println!("secret (shown only now; give it to the client as its API key):\n  {secret}\n");
+    println!("add to the gateway config:\n[[keys]]\nname = {name}\nhash = \"{hash}\"");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(path: &Path, explain: Option<&str>) -> Result<ExitCode> {

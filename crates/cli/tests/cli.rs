@@ -282,3 +282,23 @@ fn check_explains_route_order() {
         "{stdout}"
     );
 }
+
+#[test]
+fn key_new_prints_secret_and_hash() {
+    let output = Command::new(ADPA)
+        .args(["key", "new", "team"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let secret = stdout
+        .split_whitespace()
+        .find(|word| word.starts_with("sk-adpa-"))
+        .expect("a secret");
+    assert!(stdout.contains("name = \"team\""), "{stdout}");
+    let expected = adpa_gateway::keys::hash_of(secret);
+    assert!(
+        stdout.contains(&format!("hash = \"{expected}\"")),
+        "{stdout}"
+    );
+}

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use adpa_llm::config::{apply_defaults, PolicyConfig, ProviderConfig, RouteConfig};
 use adpa_llm::EngineConfig;
+use adpa_resilience::rate_limit::RateLimitConfig;
+
+use crate::keys::KeyConfig;
 use indexmap::IndexMap;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
@@ -28,10 +31,13 @@ pub struct GatewayConfig {
     /// Policies routes inherit.
     #[serde(default)]
     pub defaults: PolicyConfig,
+    /// Client keys; without any the gateway is open to every client that reaches it.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
 }
 
 /// The `[server]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address and port to listen on.
@@ -45,6 +51,8 @@ pub struct ServerConfig {
     /// Time in-flight requests get to finish after a shutdown signal.
     #[serde(with = "adpa_resilience::duration")]
     pub shutdown_timeout: Duration,
+    /// A limit on all requests and tokens the gateway admits.
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +61,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_size: 4 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            rate_limit: None,
         }
     }
 }

@@ -90,6 +90,16 @@ impl ApiError {
         )
     }
 
+    /// Creates the error for a missing or unknown client key.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "missing or unknown API key: send Authorization: Bearer <key> with a key from the gateway's [[keys]]",
+        )
+    }
+
     /// Creates the error for a request header with an invalid value.
     pub fn invalid_header(message: impl Into<String>) -> Self {
         Self::new(

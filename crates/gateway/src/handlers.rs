@@ -41,14 +41,43 @@ pub(crate) async fn chat_completions(
             return ApiError::invalid_header(message).into_response_with_id(&request_id)
         }
     };
-    let Some(priority) = priority(&request_headers) else {
-        let message = "x-adpa-priority must be low, normal or high";
-        return ApiError::invalid_header(message).into_response_with_id(&request_id);
+    let key = if state.keys.is_empty() {
+        None
+    } else {
+        match bearer(&request_headers).and_then(|secret| state.keys.find(secret)) {
+            Some(key) => Some(Arc::clone(key)),
+            None => return ApiError::unauthorized().into_response_with_id(&request_id),
+        }
     };
+    // Without keys anyone may choose a priority; with keys, only keys allowed to.
+    let header_allowed = key.as_ref().is_none_or(|key| key.allow_priority_header);
+    let default_priority = key.as_ref().map_or(Priority::Normal, |key| key.priority);
+    let priority = match request_headers.get(&headers::PRIORITY) {
+        Some(value) if header_allowed => match value.to_str().ok().and_then(Priority::parse) {
+            Some(priority) => priority,
+            None => {
+                let message = "x-adpa-priority must be low, normal or high";
+                return ApiError::invalid_header(message).into_response_with_id(&request_id);
+            }
+        },
+        _ => default_priority,
+    };
+
+    let mut limiters = Vec::new();
+    if let Some(limiter) = &state.global_limiter {
+        limiters.push(("gateway".to_owned(), Arc::clone(limiter)));
+    }
+    if let Some((key, limiter)) = key
+        .as_ref()
+        .and_then(|key| key.limiter.as_ref().map(|l| (key, l)))
+    {
+        limiters.push((format!("key {}", key.name), Arc::clone(limiter)));
+    }
     let context = RequestContext {
         request_id: Arc::clone(&request_id),
         min_quality,
         priority,
+        limiters,
     };
     let response = match state.engine.execute(&request, &context).await {
         Ok(response) => response,
@@ -80,15 +109,14 @@ pub(crate) async fn chat_completions(
     reply
 }
 
-/// Reads `x-adpa-priority`: `low`, `normal` (the default) or `high`. `None` for another
-/// value.
-// TODO: once client keys exist, take the priority from the key and accept the header
-// only from keys that allow it.
-fn priority(request_headers: &HeaderMap) -> Option<Priority> {
-    match request_headers.get(&headers::PRIORITY) {
-        None => Some(Priority::Normal),
-        Some(value) => value.to_str().ok().and_then(Priority::parse),
-    }
+/// Returns the token of an `Authorization: Bearer …` header.
+fn bearer(request_headers: &HeaderMap) -> Option<&str> {
+    request_headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 /// Reads `x-adpa-min-quality`: the lowest model weight, in `0.0..=1.0`, the client

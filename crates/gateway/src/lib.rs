@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod headers;
+pub mod keys;
 mod server;
 
 pub use config::{GatewayConfig, LoadError, ServerConfig};

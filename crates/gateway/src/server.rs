@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use adpa_llm::config::{ConfigErrors, ConfigIssue};
 use adpa_llm::Engine;
+use adpa_resilience::rate_limit::RateLimiter;
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
@@ -22,6 +24,7 @@ use tokio::task::JoinHandle;
 use crate::config::{GatewayConfig, ServerConfig};
 use crate::handlers;
 use crate::headers::REQUEST_ID;
+use crate::keys::KeyRing;
 
 /// State shared by the handlers.
 #[derive(Debug)]
@@ -29,6 +32,8 @@ pub struct AppState {
     pub(crate) engine: Engine,
     pub(crate) max_body_size: u64,
     pub(crate) draining: AtomicBool,
+    pub(crate) keys: KeyRing,
+    pub(crate) global_limiter: Option<Arc<RateLimiter>>,
 }
 
 /// The id of one request, set by the request id middleware.
@@ -70,7 +75,9 @@ impl Gateway {
     /// Returns [`StartError`] for an invalid config or an address that cannot be bound.
     pub async fn start(config: &GatewayConfig) -> Result<Self, StartError> {
         let engine = Engine::new(&config.engine())?;
-        Self::start_with_engine(engine, &config.server).await
+        let keys = KeyRing::new(&config.keys)
+            .map_err(|(path, message)| ConfigErrors(vec![ConfigIssue::new(path, message)]))?;
+        Self::start_with(engine, keys, &config.server).await
     }
 
     /// Starts serving an engine built elsewhere.
@@ -82,6 +89,26 @@ impl Gateway {
         engine: Engine,
         server: &ServerConfig,
     ) -> Result<Self, StartError> {
+        Self::start_with(engine, KeyRing::default(), server).await
+    }
+
+    async fn start_with(
+        engine: Engine,
+        keys: KeyRing,
+        server: &ServerConfig,
+    ) -> Result<Self, StartError> {
+        let base = tokio::time::Instant::now().into_std();
+        let global_limiter = match &server.rate_limit {
+            Some(config) => Some(Arc::new(RateLimiter::new(config.clone(), base).map_err(
+                |err| {
+                    ConfigErrors(vec![ConfigIssue::new(
+                        format!("server.rate_limit.{}", err.field),
+                        err.reason,
+                    )])
+                },
+            )?)),
+            None => None,
+        };
         let listener =
             TcpListener::bind(server.listen)
                 .await
@@ -94,10 +121,18 @@ impl Gateway {
             source,
         })?;
 
+        if keys.is_empty() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "no [[keys]] configured and listening beyond loopback: any client that reaches this address can use the gateway"
+            );
+        }
         let state = Arc::new(AppState {
             engine,
             max_body_size: server.max_body_size,
             draining: AtomicBool::new(false),
+            keys,
+            global_limiter,
         });
         let app = router(Arc::clone(&state));
 

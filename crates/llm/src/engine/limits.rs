@@ -9,6 +9,8 @@ use adpa_resilience::rate_limit::{Limit, RateLimiter, Rejection};
 /// The state of a limiter, for `x-ratelimit-*` response headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitState {
+    /// The scope of the limiter: `route`, `key NAME`, `global`.
+    pub scope: String,
     /// The limit that rejected the request.
     pub limit: Limit,
     /// Time until the rejected request would pass.
@@ -24,9 +26,15 @@ pub struct LimitState {
 }
 
 impl LimitState {
-    pub(crate) fn of(limiter: &RateLimiter, rejection: Rejection, now: Instant) -> Self {
+    pub(crate) fn of(
+        scope: &str,
+        limiter: &RateLimiter,
+        rejection: Rejection,
+        now: Instant,
+    ) -> Self {
         let config = limiter.config();
         Self {
+            scope: scope.to_owned(),
             limit: rejection.limit,
             retry_after: rejection.not_until.wait_from(now),
             requests_limit: u64::from(config.burst_size),

@@ -47,6 +47,10 @@ pub struct RequestContext {
     pub min_quality: Option<f64>,
     /// Priority in the concurrency queue: higher is served first.
     pub priority: Priority,
+    /// Limits the caller applies besides the route's own, by scope name (`global`,
+    /// `key NAME`): checked before routing, and reconciled with token usage like the
+    /// route's.
+    pub limiters: Vec<(String, Arc<RateLimiter>)>,
 }
 
 /// A request's priority class.
@@ -88,6 +92,7 @@ impl RequestContext {
             request_id: request_id.into(),
             min_quality: None,
             priority: Priority::Normal,
+            limiters: Vec::new(),
         }
     }
 }

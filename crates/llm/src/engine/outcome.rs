@@ -87,9 +87,10 @@ pub enum EngineError {
         /// time until the first breaker admits probes.
         retry_after: Option<Duration>,
     },
-    /// The route's rate limit rejected the request before any target was tried.
+    /// A rate limit (global, of the client key, or of the route) rejected the request
+    /// before any target was tried.
     RateLimited {
-        /// The route's limiter state, for `Retry-After` and `x-ratelimit-*` headers.
+        /// The limiter's state, for `Retry-After` and `x-ratelimit-*` headers.
         state: LimitState,
     },
     /// The route's concurrency limit had no slot and its queue was full, or the wait in
@@ -169,7 +170,8 @@ impl EngineError {
                     adpa_resilience::rate_limit::Limit::Tokens => "tokens_per_minute",
                 };
                 format!(
-                    "rate limit of this route reached ({limit}); retry in {} ms",
+                    "rate limit of the {} reached ({limit}); retry in {} ms",
+                    state.scope,
                     state.retry_after.as_millis().max(1)
                 )
             }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adpa_resilience::concurrency::ConcurrencyPermit;
+use adpa_resilience::rate_limit::RateLimiter;
 use adpa_resilience::{Deadline, RetryDecision};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -48,6 +49,34 @@ impl Route {
         let deadline = Deadline::after(started, self.timeouts.total_timeout);
         let needs = request.needs();
 
+        // Rate limits first: a rejection there costs no queue place.
+        let mut reservation = TokenReservation::new(needs.estimated_tokens);
+        let route_scope = self
+            .limiter
+            .iter()
+            .map(|limiter| ("route".to_owned(), Arc::clone(limiter)));
+        let scopes: Vec<(String, Arc<RateLimiter>)> = context
+            .limiters
+            .iter()
+            .cloned()
+            .chain(route_scope)
+            .collect();
+        for (scope, limiter) in scopes {
+            let now = started.into_std();
+            if let Err(rejection) = limiter.check(needs.estimated_tokens, now) {
+                let state = LimitState::of(&scope, &limiter, rejection, now);
+                tracing::info!(
+                    request_id = %context.request_id,
+                    route = %self.name,
+                    scope = %scope,
+                    retry_after_ms = state.retry_after.as_millis() as u64,
+                    "rate limit reached"
+                );
+                return Err(EngineError::RateLimited { state });
+            }
+            reservation.add(limiter);
+        }
+
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         if let (Some(shedder), Some(limiter)) = (&self.shedder, &self.concurrency) {
             let load = limiter.load();
@@ -81,22 +110,6 @@ impl Route {
         };
 
         self.retry_budget.deposit(started.into_std());
-        let mut reservation = TokenReservation::new(needs.estimated_tokens);
-        if let Some(limiter) = &self.limiter {
-            let now = started.into_std();
-            if let Err(rejection) = limiter.check(needs.estimated_tokens, now) {
-                let state = LimitState::of(limiter, rejection, now);
-                tracing::info!(
-                    request_id = %context.request_id,
-                    route = %self.name,
-                    retry_after_ms = state.retry_after.as_millis() as u64,
-                    "route rate limit reached"
-                );
-                return Err(EngineError::RateLimited { state });
-            }
-            reservation.add(Arc::clone(limiter));
-        }
-        let mut rng = SmallRng::from_rng(&mut rand::rng());
         let mut attempts = Vec::new();
         let mut skipped = Vec::new();
         let mut last: Option<AttemptError> = None;
