@@ -203,10 +203,20 @@ impl ApiError {
             } => {
                 // Open breakers close again and limits refill, so the client may retry;
                 // a model that lacks what the request needs will not change.
-                let limited_only = skipped.iter().all(|s| s.reason == SkipReason::RateLimited);
-                let circuits_only = skipped
-                    .iter()
-                    .all(|s| matches!(s.reason, SkipReason::CircuitOpen | SkipReason::RateLimited));
+                let limited_only = skipped.iter().all(|s| {
+                    matches!(
+                        s.reason,
+                        SkipReason::RateLimited | SkipReason::ProviderQuota
+                    )
+                });
+                let circuits_only = skipped.iter().all(|s| {
+                    matches!(
+                        s.reason,
+                        SkipReason::CircuitOpen
+                            | SkipReason::RateLimited
+                            | SkipReason::ProviderQuota
+                    )
+                });
                 let (status, kind, code) = if limited_only {
                     (
                         StatusCode::TOO_MANY_REQUESTS,

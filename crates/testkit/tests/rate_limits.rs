@@ -152,3 +152,45 @@ async fn invalid_rate_limit_is_named() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn provider_quota_headers_steer_before_429() {
+    let script = adpa_testkit::sim::FaultScript {
+        quota: Some(adpa_testkit::sim::QuotaScript {
+            requests: 10,
+            window: std::time::Duration::from_secs(30),
+        }),
+        ..adpa_testkit::sim::FaultScript::default()
+    };
+    let primary = adpa_testkit::sim::SimHandle::start_local("primary", script)
+        .await
+        .unwrap();
+    let secondary = sim("secondary", vec![]).await;
+    let config = format!(
+        "{}{}[routes.chat]\nprimary = \"primary\"\nsecondaries = [\"secondary\"]\n",
+        provider("primary", &primary),
+        provider("secondary", &secondary)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    let mut providers = Vec::new();
+    for _ in 0..15 {
+        let reply = chat(gateway.addr(), "chat").await;
+        assert_eq!(reply.status, 200);
+        providers.push(reply.header("x-adpa-provider").unwrap().to_owned());
+    }
+    assert_eq!(
+        providers.iter().filter(|p| *p == "primary").count(),
+        10,
+        "{providers:?}"
+    );
+    assert!(
+        providers[10..].iter().all(|p| p == "secondary"),
+        "{providers:?}"
+    );
+
+    // The primary never had to answer 429: the gateway moved the overflow first.
+    let stats = primary.stats();
+    assert_eq!(stats.requests, 10);
+    assert_eq!(stats.faults.get("status_429"), None, "{stats:?}");
+}

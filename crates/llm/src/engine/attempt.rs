@@ -109,6 +109,9 @@ async fn call(
     };
 
     let status = response.status();
+    target
+        .quota
+        .observe(response.headers(), Instant::now().into_std());
     let retry_after = provider::retry_after(response.headers(), SystemTime::now());
     let mut reader = BodyReader::new(response.into_body(), route.timeouts.read_timeout, deadline);
     let kind = target.endpoint.kind;

@@ -552,6 +552,7 @@ fn build_target(
         breaker,
         latency: PeakEwma::new(LATENCY_DECAY),
         limiter: new_limiter(rate_limit),
+        quota: Default::default(),
     }))
 }
 

@@ -9,6 +9,7 @@ mod explain;
 mod limits;
 mod outcome;
 mod plan;
+mod quota;
 mod route;
 mod strategy;
 mod stream;
@@ -172,6 +173,8 @@ pub(crate) struct Target {
     pub(crate) latency: PeakEwma,
     /// The provider's rate limit, one per target.
     pub(crate) limiter: Option<Arc<RateLimiter>>,
+    /// The remaining requests the provider last reported for this target.
+    pub(crate) quota: quota::QuotaTracker,
 }
 
 /// One endpoint of a provider: a region, or the provider itself without regions.

@@ -20,6 +20,8 @@ pub enum SkipReason {
     CircuitOpen,
     /// Its provider's rate limit (`[providers.NAME.rate_limit]`) is reached.
     RateLimited,
+    /// The provider reported no requests left for it until its quota resets.
+    ProviderQuota,
     /// Its model's weight is below the request's `x-adpa-min-quality`.
     BelowMinQuality,
     /// The estimated prompt and completion do not fit its model's context window.
@@ -41,6 +43,7 @@ impl SkipReason {
         match self {
             Self::CircuitOpen => "circuit_open",
             Self::RateLimited => "rate_limited",
+            Self::ProviderQuota => "provider_quota",
             Self::BelowMinQuality => "below_min_quality",
             Self::ContextWindow => "context_window",
             Self::NoTools => "no_tools",

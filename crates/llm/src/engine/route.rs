@@ -149,6 +149,15 @@ impl Route {
                     continue;
                 }
             }
+            let now = Instant::now().into_std();
+            if !target.quota.try_take(now) {
+                if let Some(resets_at) = target.quota.exhausted_until(now) {
+                    let wait = resets_at.saturating_duration_since(now);
+                    first_reopen = Some(first_reopen.map_or(wait, |w| w.min(wait)));
+                }
+                skip(SkipReason::ProviderQuota, &mut skipped);
+                continue;
+            }
 
             let mut retries_done = 0;
             loop {

@@ -264,11 +264,30 @@ async fn chat(
     };
 
     let number = shared.counter.fetch_add(1, Ordering::SeqCst) + 1;
-    let (fault, latency, shape) = {
+    let (fault, latency, shape, quota) = {
         let script = shared.script.read();
         let mut rng = shared.rng.lock();
         let fault = script.pick(number, &model, stream, &mut *rng).cloned();
-        (fault, script.latency(&mut *rng), script.response.clone())
+        (
+            fault,
+            script.latency(&mut *rng),
+            script.response.clone(),
+            script.quota.clone(),
+        )
+    };
+    let (quota_headers, over_quota) = match &quota {
+        Some(quota) => shared.take_quota(quota),
+        None => (Vec::new(), false),
+    };
+    let fault = if over_quota {
+        Some(FaultKind::Status {
+            status: 429,
+            retry_after: None,
+            retry_after_ms: None,
+            body: None,
+        })
+    } else {
+        fault
     };
     shared.log_request(RequestRecord {
         number,
@@ -304,19 +323,34 @@ async fn chat(
                 .chain(plan.content)
                 .chain(plan.tail)
                 .collect();
-            write_stream(writer, reader, buffer, &events, delay, StreamEnd::Clean).await
-        }
-        None => Outcome::from_written(
-            write_full(
+            write_stream_with(
                 writer,
-                200,
-                "application/json",
-                &[],
-                whole().as_bytes(),
-                true,
+                reader,
+                buffer,
+                &events,
+                delay,
+                StreamEnd::Clean,
+                &quota_headers,
             )
-            .await,
-        ),
+            .await
+        }
+        None => {
+            let headers: Vec<(&str, &str)> = quota_headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            Outcome::from_written(
+                write_full(
+                    writer,
+                    200,
+                    "application/json",
+                    &headers,
+                    whole().as_bytes(),
+                    true,
+                )
+                .await,
+            )
+        }
         Some(FaultKind::Status {
             status,
             retry_after,
@@ -324,15 +358,17 @@ async fn chat(
             body,
         }) => {
             let body = body.unwrap_or_else(|| wire::error_body(format, status).to_string());
-            let mut headers = Vec::new();
+            let mut headers = quota_headers.clone();
             if let Some(value) = retry_after {
-                headers.push(("retry-after", value));
+                headers.push(("retry-after".to_owned(), value));
             }
             if let Some(value) = retry_after_ms {
-                headers.push(("retry-after-ms", value.to_string()));
+                headers.push(("retry-after-ms".to_owned(), value.to_string()));
             }
-            let headers: Vec<(&str, &str)> =
-                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
             Outcome::from_written(
                 write_full(
                     writer,
@@ -465,7 +501,23 @@ async fn write_stream(
     delay: Duration,
     end: StreamEnd,
 ) -> Outcome {
-    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
+    write_stream_with(writer, reader, buffer, events, delay, end, &[]).await
+}
+
+async fn write_stream_with(
+    writer: &mut OwnedWriteHalf,
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    events: &[String],
+    delay: Duration,
+    end: StreamEnd,
+    headers: &[(String, String)],
+) -> Outcome {
+    let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     if writer.write_all(head.as_bytes()).await.is_err() {
         return Outcome::Disconnected;
     }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use script::{AppliesTo, Fault, FaultKind, FaultScript, Latency, ResponseShape};
+pub use script::{AppliesTo, Fault, FaultKind, FaultScript, Latency, QuotaScript, ResponseShape};
 
 /// Requests kept in [`SimStats::log`]; older entries are dropped.
 const LOG_LIMIT: usize = 10_000;
@@ -85,6 +85,8 @@ struct Shared {
     counter: AtomicU64,
     stats: Mutex<SimStats>,
     started: Mutex<Instant>,
+    /// Start of the current quota window and the requests counted in it.
+    quota_window: Mutex<(Instant, u64)>,
 }
 
 impl Shared {
@@ -97,8 +99,39 @@ impl Shared {
         *self.script.write() = script;
     }
 
+    /// Counts a request against the quota; returns the `x-ratelimit-*` headers to send
+    /// and whether the request is over the quota.
+    fn take_quota(&self, quota: &QuotaScript) -> (Vec<(String, String)>, bool) {
+        let mut window = self.quota_window.lock();
+        let now = Instant::now();
+        if now.duration_since(window.0) >= quota.window {
+            *window = (now, 0);
+        }
+        let over = window.1 >= quota.requests;
+        if !over {
+            window.1 += 1;
+        }
+        let reset = quota.window.saturating_sub(now.duration_since(window.0));
+        let headers = vec![
+            (
+                "x-ratelimit-limit-requests".to_owned(),
+                quota.requests.to_string(),
+            ),
+            (
+                "x-ratelimit-remaining-requests".to_owned(),
+                quota.requests.saturating_sub(window.1).to_string(),
+            ),
+            (
+                "x-ratelimit-reset-requests".to_owned(),
+                format!("{}ms", reset.as_millis()),
+            ),
+        ];
+        (headers, over)
+    }
+
     fn reset(&self) {
         self.counter.store(0, Ordering::SeqCst);
+        *self.quota_window.lock() = (Instant::now(), 0);
         *self.stats.lock() = SimStats::default();
         *self.started.lock() = Instant::now();
     }
@@ -141,6 +174,7 @@ impl SimHandle {
             counter: AtomicU64::new(0),
             stats: Mutex::new(SimStats::default()),
             started: Mutex::new(Instant::now()),
+            quota_window: Mutex::new((Instant::now(), 0)),
         });
         shared.set_script(script);
 

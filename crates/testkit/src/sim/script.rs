@@ -32,6 +32,9 @@ pub struct FaultScript {
     pub latency: Latency,
     /// Shape of streamed and complete responses.
     pub response: ResponseShape,
+    /// A request quota the provider announces in `x-ratelimit-*` headers and enforces
+    /// with 429, like OpenAI's per-minute limits.
+    pub quota: Option<QuotaScript>,
     /// Faults, checked in order with one random draw per request: fault `i` is chosen
     /// when the draw falls in its share, so the rates of faults active for a request
     /// should add up to at most 1.
@@ -48,6 +51,17 @@ pub struct Latency {
     /// Extra delay drawn uniformly from `0..=jitter`.
     #[serde(with = "adpa_resilience::duration")]
     pub jitter: Duration,
+}
+
+/// A request quota per window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaScript {
+    /// Requests allowed per window.
+    pub requests: u64,
+    /// Length of a window; the count starts again at each window.
+    #[serde(with = "adpa_resilience::duration")]
+    pub window: Duration,
 }
 
 /// Shape of the responses.
