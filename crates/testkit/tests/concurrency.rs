@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use adpa_testkit::sim::{FaultScript, Latency, ResponseShape, SimHandle};
 use adpa_testkit::start_gateway;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use support::*;
 
 async fn slow_upstream(millis: u64) -> SimHandle {
@@ -29,16 +27,13 @@ fn config(upstream: &SimHandle, max: u32, queue: u32) -> String {
 }
 
 async fn chat_with_priority(addr: std::net::SocketAddr, priority: &str) -> (u16, Instant) {
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}/v1/chat/completions"))
-        .header("x-adpa-priority", priority)
-        .body(Full::new(Bytes::from(chat_body("chat", false))))
-        .unwrap();
-    let response = client().request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let _ = response.into_body().collect().await;
-    (status, Instant::now())
+    let reply = chat_with_headers(
+        addr,
+        chat_body("chat", false),
+        &[("x-adpa-priority", priority)],
+    )
+    .await;
+    (reply.status, Instant::now())
 }
 
 #[tokio::test]

@@ -4,30 +4,15 @@ mod support;
 
 use adpa_gateway::keys::{hash_of, new_secret};
 use adpa_testkit::start_gateway;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use support::*;
 
 async fn chat_as(addr: std::net::SocketAddr, key: Option<&str>) -> Reply {
-    let mut builder = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}/v1/chat/completions"))
-        .header("content-type", "application/json");
-    if let Some(key) = key {
-        builder = builder.header("authorization", format!("Bearer {key}"));
-    }
-    let request = builder
-        .body(Full::new(Bytes::from(chat_body("chat", false))))
-        .unwrap();
-    let response = client().request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    let authorization = key.map(|key| format!("Bearer {key}"));
+    let headers: Vec<(&str, &str)> = authorization
+        .iter()
+        .map(|value| ("authorization", value.as_str()))
+        .collect();
+    chat_with_headers(addr, chat_body("chat", false), &headers).await
 }
 
 #[tokio::test]

@@ -35,30 +35,7 @@ async fn chat_with(
     body: serde_json::Value,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let mut builder = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}/v1/chat/completions"))
-        .header("content-type", "application/json");
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let request = builder
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
-        .unwrap();
-    let response = client().request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let response_headers = response.headers().clone();
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    Reply {
-        status,
-        headers: response_headers,
-        body,
-    }
+    chat_with_headers(addr, body.to_string(), headers).await
 }
 
 fn hello() -> serde_json::Value {

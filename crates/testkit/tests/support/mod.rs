@@ -61,6 +61,31 @@ pub async fn send(
     client().request(request).await.unwrap()
 }
 
+/// Sends a chat completion request with extra headers and reads the reply.
+pub async fn chat_with_headers(
+    addr: SocketAddr,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut builder = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Full::new(body.into())).unwrap();
+    let response = client().request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let response_headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers: response_headers,
+        body,
+    }
+}
+
 pub async fn request(addr: SocketAddr, method: &str, path: &str, body: impl Into<Bytes>) -> Reply {
     let response = send(addr, method, path, body).await;
     let status = response.status().as_u16();
