@@ -1,6 +1,6 @@
 //! Provider-reported quota: the remaining requests a provider announces in its response
 //! headers, counted down locally between responses, so a target is skipped before the
-//! provider starts answering 429.
+//! provider starts returning 429.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,8 +20,8 @@ struct Quota {
 }
 
 impl QuotaTracker {
-    /// Takes one request from the reported quota. Returns `false` when the provider said
-    /// none is left until its reset; an unknown or expired quota admits.
+    /// Takes one request from the reported quota. Returns `false` when the provider
+    /// reported none left until its reset. An unknown or expired quota admits.
     pub(crate) fn try_take(&self, now: Instant) -> bool {
         let mut state = self.state.lock();
         match state.as_mut() {
@@ -53,7 +53,7 @@ impl QuotaTracker {
         if let Some(quota) = read_quota(headers, now) {
             let mut state = self.state.lock();
             // Requests sent after this response left may already have used some of the
-            // reported count; keep the lower of the two while the window is the same.
+            // reported count, so the lower of the two is kept while the window is the same.
             let remaining = match *state {
                 Some(previous) if previous.resets_at >= quota.resets_at => {
                     previous.remaining.min(quota.remaining)
@@ -188,7 +188,7 @@ mod tests {
         tracker.observe(&report, now);
         assert!(tracker.try_take(now));
         assert!(tracker.try_take(now));
-        // A response that left before those two requests still says 5.
+        // A response that left before those two requests still reports 5.
         tracker.observe(&report, now);
         let admitted = (0..10).filter(|_| tracker.try_take(now)).count();
         assert_eq!(admitted, 3);

@@ -39,7 +39,7 @@ pub struct ConcurrencyConfig {
     /// Requests that may wait for a slot; more are rejected at once.
     #[serde(default)]
     pub queue_size: u32,
-    /// Longest wait in the queue.
+    /// Maximum wait in the queue.
     #[serde(default = "default_queue_timeout", with = "crate::duration")]
     pub queue_timeout: Duration,
 }
@@ -68,7 +68,7 @@ impl ConcurrencyConfig {
     }
 }
 
-/// Why a caller got no permit.
+/// The reason a caller got no permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
     /// Every slot is taken and the queue is full.

@@ -1,16 +1,16 @@
 //! Load shedding: above `max_load`, reject some requests at once so that the rest stay
 //! fast.
 //!
-//! The caller measures load in `0.0..=1.0` (the route uses its concurrency limiter:
-//! the larger of the share of slots in use and the share of queue places in use) and
-//! asks [`LoadShedder::should_shed`] per request, giving the request's priority.
+//! The caller measures load in `0.0..=1.0`. The route uses its concurrency limiter:
+//! the larger of the share of slots in use and the share of queue places in use. It
+//! calls [`LoadShedder::should_shed`] per request with the request's priority.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
 
-/// Which requests are shed above `max_load`.
+/// The requests shed above `max_load`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShedStrategy {
@@ -41,7 +41,7 @@ pub enum ShedStrategy {
 pub struct LoadShedConfig {
     /// Load in `0.0..=1.0` above which requests are shed.
     pub max_load: f64,
-    /// Which requests are shed.
+    /// The requests that are shed.
     #[serde(default)]
     pub shed_strategy: ShedStrategy,
 }

@@ -211,7 +211,7 @@ pub struct RateLimiter {
     tokens: Option<Gcra>,
 }
 
-/// Which limit rejected a request.
+/// The limit that rejected a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     /// `requests_per_second`.
@@ -270,8 +270,8 @@ impl RateLimiter {
             not_until,
         })?;
         if let Some(limiter) = &self.tokens {
-            // A request larger than a minute of tokens can never pass; count it as a
-            // whole minute so that it waits for a full bucket instead of failing forever.
+            // A request larger than a minute of tokens could never pass. It counts as a
+            // whole minute, so it waits for a full bucket instead of failing forever.
             let cost = tokens.min(limiter.burst());
             if let Err(not_until) = limiter.check(cost, now) {
                 self.requests.refund(1);
