@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::headers;
+use crate::keys::ClientKey;
 use crate::server::{AppState, RequestId};
 
 /// `POST /v1/chat/completions`.
@@ -25,6 +26,11 @@ pub(crate) async fn chat_completions(
     request_headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // The key is checked first, so that a client without one learns nothing else.
+    let key = match authenticate(&state, &request_headers) {
+        Ok(key) => key,
+        Err(Unauthorized) => return ApiError::unauthorized().into_response_with_id(&request_id),
+    };
     let bytes = match read_body(&request_headers, body, state.max_body_size).await {
         Ok(bytes) => bytes,
         Err(error) => return error.into_response_with_id(&request_id),
@@ -39,14 +45,6 @@ pub(crate) async fn chat_completions(
         Ok(value) => value,
         Err(message) => {
             return ApiError::invalid_header(message).into_response_with_id(&request_id)
-        }
-    };
-    let key = if state.keys.is_empty() {
-        None
-    } else {
-        match bearer(&request_headers).and_then(|secret| state.keys.find(secret)) {
-            Some(key) => Some(Arc::clone(key)),
-            None => return ApiError::unauthorized().into_response_with_id(&request_id),
         }
     };
     // Without keys anyone may choose a priority; with keys, only keys allowed to.
@@ -109,14 +107,34 @@ pub(crate) async fn chat_completions(
     reply
 }
 
+/// Finds the client key of a request: `None` when no keys are configured.
+///
+/// # Errors
+///
+/// Returns [`Unauthorized`] when keys are configured and the request carries none of
+/// them.
+fn authenticate(
+    state: &AppState,
+    request_headers: &HeaderMap,
+) -> Result<Option<Arc<ClientKey>>, Unauthorized> {
+    if state.keys.is_empty() {
+        return Ok(None);
+    }
+    match bearer(request_headers).and_then(|secret| state.keys.find(secret)) {
+        Some(key) => Ok(Some(Arc::clone(key))),
+        None => Err(Unauthorized),
+    }
+}
+
+/// A request without a configured client key; answered with a 401.
+struct Unauthorized;
+
 /// Returns the token of an `Authorization: Bearer …` header.
 fn bearer(request_headers: &HeaderMap) -> Option<&str> {
-    request_headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = request_headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    // The scheme name is case-insensitive (RFC 9110, section 11.1).
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Reads `x-adpa-min-quality`: the lowest model weight, in `0.0..=1.0`, the client
@@ -158,7 +176,14 @@ async fn read_body(request_headers: &HeaderMap, body: Body, limit: u64) -> Resul
 }
 
 /// `GET /v1/models`: the routes, in OpenAI's model list shape.
-pub(crate) async fn models(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn models(
+    State(state): State<Arc<AppState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    request_headers: HeaderMap,
+) -> Response {
+    if let Err(Unauthorized) = authenticate(&state, &request_headers) {
+        return ApiError::unauthorized().into_response_with_id(&request_id);
+    }
     let data: Vec<_> = state
         .engine
         .routes()

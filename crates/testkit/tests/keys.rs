@@ -93,3 +93,34 @@ async fn bad_key_hash_is_named() {
     let err = start_gateway(&config).await.map(|_| ()).unwrap_err();
     assert!(err.contains("keys[0].hash"), "{err}");
 }
+
+#[tokio::test]
+async fn key_is_checked_before_anything_else() {
+    let upstream = sim("only", vec![]).await;
+    let (secret, hash) = new_secret();
+    let config = format!(
+        "{}[routes.chat]\nprimary = \"only\"\n[[keys]]\nname = \"team\"\nhash = \"{hash}\"\n",
+        provider("only", &upstream)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    // Without a key even a malformed body or the model list gets a 401.
+    let malformed = request(gateway.addr(), "POST", "/v1/chat/completions", "{").await;
+    assert_eq!(malformed.status, 401);
+    assert_eq!(
+        request(gateway.addr(), "GET", "/v1/models", "")
+            .await
+            .status,
+        401
+    );
+
+    // The scheme name is case-insensitive.
+    let lowercase = format!("bearer {secret}");
+    let reply = chat_with_headers(
+        gateway.addr(),
+        chat_body("chat", false),
+        &[("authorization", &lowercase)],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+}

@@ -83,6 +83,12 @@ impl Engine {
             config.defaults.concurrency.as_ref(),
             &mut issues,
         );
+        check_load_shedding(
+            "defaults",
+            config.defaults.load_shedding.as_ref(),
+            config.defaults.concurrency.is_some(),
+            &mut issues,
+        );
         for (name, provider) in &config.providers {
             check_rate_limit(
                 &format!("providers.{name}"),

@@ -77,6 +77,14 @@ impl TokenReservation {
         }
     }
 
+    /// Gives the request and its estimate back to every limiter: the request was
+    /// rejected before it was sent.
+    pub(crate) fn undo(&mut self) {
+        for limiter in std::mem::take(&mut self.limiters) {
+            limiter.undo(self.estimated);
+        }
+    }
+
     /// Gives the estimate back to one limiter: the attempt it was reserved for failed
     /// before the provider used any tokens.
     pub(crate) fn release(limiter: &RateLimiter, estimated: u64, now: Instant) {

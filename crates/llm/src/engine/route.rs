@@ -72,6 +72,7 @@ impl Route {
                     retry_after_ms = state.retry_after.as_millis() as u64,
                     "rate limit reached"
                 );
+                reservation.undo();
                 return Err(EngineError::RateLimited { state });
             }
             reservation.add(limiter);
@@ -88,24 +89,39 @@ impl Route {
                     priority = ?context.priority,
                     "request shed"
                 );
+                reservation.undo();
                 return Err(EngineError::Shed { load });
             }
         }
 
         // Held until the response ends; a stream takes it along.
         let slot = match &self.concurrency {
-            Some(limiter) => match limiter.acquire(context.priority.rank()).await {
-                Ok(slot) => Some(slot),
-                Err(reason) => {
-                    tracing::info!(
-                        request_id = %context.request_id,
-                        route = %self.name,
-                        reason = ?reason,
-                        "request rejected by the route's concurrency limit"
-                    );
-                    return Err(EngineError::Overloaded { reason });
+            Some(limiter) => {
+                // The wait in the queue counts towards the request deadline.
+                let remaining = deadline.remaining(Instant::now());
+                let waited =
+                    tokio::time::timeout(remaining, limiter.acquire(context.priority.rank()));
+                match waited.await {
+                    Ok(Ok(slot)) => Some(slot),
+                    Ok(Err(reason)) => {
+                        tracing::info!(
+                            request_id = %context.request_id,
+                            route = %self.name,
+                            reason = ?reason,
+                            "request rejected by the route's concurrency limit"
+                        );
+                        reservation.undo();
+                        return Err(EngineError::Overloaded { reason });
+                    }
+                    Err(_) => {
+                        reservation.undo();
+                        return Err(EngineError::DeadlineExceeded {
+                            last: None,
+                            attempts: Vec::new(),
+                        });
+                    }
                 }
-            },
+            }
             None => None,
         };
 
@@ -155,10 +171,16 @@ impl Route {
                     let wait = resets_at.saturating_duration_since(now);
                     first_reopen = Some(first_reopen.map_or(wait, |w| w.min(wait)));
                 }
+                if let Some(limiter) = &target.limiter {
+                    limiter.undo(needs.estimated_tokens);
+                }
                 skip(SkipReason::ProviderQuota, &mut skipped);
                 continue;
             }
 
+            // The target's limit was charged once for this request: a request never sent
+            // gives everything back, one that was sent gives back its token estimate.
+            let mut attempted_here = false;
             let mut retries_done = 0;
             loop {
                 let now = Instant::now();
@@ -205,13 +227,7 @@ impl Route {
                 if error.class.counts_against_target() {
                     target.latency.observe_failure(Instant::now().into_std());
                 }
-                if let Some(limiter) = &target.limiter {
-                    TokenReservation::release(
-                        limiter,
-                        needs.estimated_tokens,
-                        Instant::now().into_std(),
-                    );
-                }
+                attempted_here = true;
                 attempts.push(AttemptRecord {
                     target: Arc::clone(&target.id),
                     class: Some(error.class),
@@ -286,6 +302,18 @@ impl Route {
                 log_failover(context, &target, &error, reason);
                 last = Some(error);
                 break;
+            }
+
+            if let Some(limiter) = &target.limiter {
+                if attempted_here {
+                    TokenReservation::release(
+                        limiter,
+                        needs.estimated_tokens,
+                        Instant::now().into_std(),
+                    );
+                } else {
+                    limiter.undo(needs.estimated_tokens);
+                }
             }
         }
 

@@ -39,7 +39,7 @@ pub enum ShedStrategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadShedConfig {
-    /// Load in `0.0..=1.0` above which requests are shed.
+    /// Load above which requests are shed, between 0.0 and 1.0 (both exclusive).
     pub max_load: f64,
     /// The requests that are shed.
     #[serde(default)]
@@ -53,10 +53,14 @@ impl LoadShedConfig {
     ///
     /// Returns the first setting that is out of range, by its config name.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.max_load > 0.0 && self.max_load <= 1.0) {
+        // Load never exceeds 1.0, so a max_load of 1.0 or more would never shed.
+        if !(self.max_load > 0.0 && self.max_load < 1.0) {
             return Err(ConfigError::new(
                 "max_load",
-                format!("must be in 0.0 (exclusive) to 1.0, got {}", self.max_load),
+                format!(
+                    "must be between 0.0 and 1.0, both exclusive, got {}",
+                    self.max_load
+                ),
             ));
         }
         Ok(())
@@ -170,7 +174,7 @@ mod tests {
 
     #[test]
     fn invalid_max_load_is_named() {
-        for max_load in [0.0, 1.5, f64::NAN] {
+        for max_load in [0.0, 1.0, 1.5, f64::NAN] {
             let config = LoadShedConfig {
                 max_load,
                 shed_strategy: ShedStrategy::Priority,

@@ -298,6 +298,15 @@ impl RateLimiter {
         }
     }
 
+    /// Gives back a request admitted with `tokens` estimated tokens that was not sent
+    /// after all, such as one a later limit rejected.
+    pub fn undo(&self, tokens: u64) {
+        self.requests.refund(1);
+        if let Some(limiter) = &self.tokens {
+            limiter.refund(tokens.min(limiter.burst()));
+        }
+    }
+
     /// Returns the requests that would be admitted at `now`.
     pub fn remaining_requests(&self, now: Instant) -> u64 {
         self.requests.remaining(now)

@@ -126,6 +126,16 @@ fn concurrent_checks_admit_exactly_burst() {
 }
 
 #[test]
+fn undo_returns_request_and_tokens() {
+    let base = Instant::now();
+    let limiter = limiter(1.0, 2, Some(600), base);
+    limiter.check(100, base).unwrap();
+    limiter.undo(100);
+    assert_eq!(limiter.remaining_requests(base), 2);
+    assert_eq!(limiter.remaining_tokens(base), Some(600));
+}
+
+#[test]
 fn invalid_settings_are_named() {
     let bad = [
         (
