@@ -202,11 +202,7 @@ async fn handle(
             .await
         }
     };
-    if written {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    }
+    keep_if(written)
 }
 
 #[derive(Deserialize)]
