@@ -16,39 +16,13 @@ cd "$(dirname "$0")/.."
 rates=${RATES:-"500 2000 5000"}
 duration=${DURATION:-10s}
 connections=${CONNECTIONS:-64}
-oha_version=1.16.0
-oha=.tools/bin/oha
-
 if [ "$(nproc)" -lt 2 ]; then
     echo "error: this benchmark pins the gateway and the load generator to separate CPUs; it needs 2" >&2
     exit 1
 fi
-if [ ! -x "$oha" ] || ! "$oha" --version | grep -q "$oha_version"; then
-    echo "installing oha $oha_version into .tools/" >&2
-    cargo install --quiet --locked --root .tools "oha@$oha_version"
-fi
-cargo build --quiet --release -p adpa-cli
-adpa=target/release/adpa
 
-work=bench/results/overhead-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# Waits for a line containing $2 in file $1 and prints it.
-wait_for_line() {
-    for _ in $(seq 100); do
-        if grep -q "$2" "$1" 2>/dev/null; then grep "$2" "$1" | head -n 1; return 0; fi
-        sleep 0.1
-    done
-    echo "error: no \"$2\" in $1:" >&2
-    cat "$1" >&2
-    return 1
-}
+source bench/common.sh
+prepare_run overhead
 
 RUST_LOG=warn taskset -c 1 "$adpa" sim --listen 127.0.0.1:0 --name mock >"$work/sim.out" 2>&1 &
 pids+=($!)

@@ -15,34 +15,8 @@ cd "$(dirname "$0")/.."
 
 duration=${DURATION:-20s}
 rate=${RATE:-1500}
-oha_version=1.16.0
-oha=.tools/bin/oha
-
-if [ ! -x "$oha" ] || ! "$oha" --version | grep -q "$oha_version"; then
-    echo "installing oha $oha_version into .tools/" >&2
-    cargo install --quiet --locked --root .tools "oha@$oha_version"
-fi
-cargo build --quiet --release -p adpa-cli
-adpa=target/release/adpa
-
-work=bench/results/overload-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-wait_for_line() {
-    for _ in $(seq 100); do
-        if grep -q "$2" "$1" 2>/dev/null; then grep "$2" "$1" | head -n 1; return 0; fi
-        sleep 0.1
-    done
-    echo "error: no \"$2\" in $1:" >&2
-    cat "$1" >&2
-    return 1
-}
+source bench/common.sh
+prepare_run overload
 
 cat >"$work/faults.toml" <<'TOML'
 [latency]
