@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Outage: the only target of a route answers every request with 503 for DURATION while
+# Outage: the only target of a route returns 503 to every request for DURATION while
 # oha sends RATE requests/s. The circuit breaker is set so high that it never opens, so
 # the retry budget alone limits the extra traffic. It reports the requests sent, the
 # attempts the simulated provider received and their ratio, which the retry budget

@@ -74,7 +74,7 @@ def read(path):
     latency = data["latencyPercentiles"]
     codes = data.get("statusCodeDistribution", {})
     # Requests still in flight when a run's duration ends are aborted by oha and
-    # listed as errors; they say nothing about the server, so they are not counted.
+    # listed as errors. They show nothing about the server, so they are not counted.
     errors = sum(
         n for kind, n in data.get("errorDistribution", {}).items() if "aborted due to deadline" not in kind
     )

@@ -4,7 +4,7 @@
 # its capacity for DURATION, half of it high priority and half low priority, with load
 # shedding by priority above max_load = 0.8.
 #
-# It reports, per priority: requests sent, answered 200, shed or rejected (503), other
+# It reports, per priority: requests sent, succeeded (200), shed or rejected (503), other
 # errors, and latency percentiles of the successful requests. The gateway runs alone on
 # CPU 0; the provider and both oha processes share CPU 1.
 #

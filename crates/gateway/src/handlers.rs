@@ -126,7 +126,7 @@ fn authenticate(
     }
 }
 
-/// A request without a configured client key; answered with a 401.
+/// A request without a configured client key, which gets a 401.
 struct Unauthorized;
 
 /// Returns the token of an `Authorization: Bearer …` header.

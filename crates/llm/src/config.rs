@@ -61,7 +61,7 @@ pub struct ProviderConfig {
     /// provider has one endpoint, `base_url`.
     #[serde(default)]
     pub regions: IndexMap<String, RegionConfig>,
-    /// How the regions are ordered for each request.
+    /// Order of the regions for each request.
     #[serde(default)]
     pub region_strategy: RegionStrategy,
     /// With `latency_based`, a region not tried for this long is tried first once, so a
@@ -102,7 +102,7 @@ impl fmt::Debug for RegionConfig {
     }
 }
 
-/// How a provider's regions are ordered for each request.
+/// Order of a provider's regions for each request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegionStrategy {
@@ -161,7 +161,7 @@ impl ProviderKind {
     }
 }
 
-/// How a route orders its providers for each request.
+/// Order of a route's providers for each request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailoverPolicy {
@@ -184,7 +184,7 @@ pub struct RouteConfig {
     /// Providers tried after the primary, in order.
     #[serde(default)]
     pub secondaries: Vec<String>,
-    /// How providers are ordered for each request.
+    /// Order of the providers for each request.
     #[serde(default)]
     pub failover_policy: FailoverPolicy,
     /// Relative share of each provider with `failover_policy = "weighted"`; a provider
@@ -221,7 +221,7 @@ pub struct RouteConfig {
     pub load_shedding: Option<LoadShedConfig>,
 }
 
-/// Which key orders a route's targets first.
+/// The key that orders a route's targets first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetOrder {
@@ -427,7 +427,7 @@ pub fn apply_defaults(document: &mut toml::Table) {
 pub struct ConfigIssue {
     /// Dotted key path, such as `routes.chat.retry.jitter`.
     pub path: String,
-    /// What is wrong and how to fix it.
+    /// Description of the problem and its fix.
     pub message: String,
 }
 

@@ -109,7 +109,7 @@ impl ErrorClass {
     }
 
     /// Returns whether the error means the target is unhealthy, so the circuit breaker
-    /// counts it. A client's bad request or a missing model tells nothing about health.
+    /// counts it. A client's bad request or a missing model shows nothing about health.
     pub fn counts_against_target(self) -> bool {
         match self {
             Self::Network | Self::Timeout | Self::RateLimited | Self::Server | Self::Overloaded => {

@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// Why a client's request body was rejected.
+/// The reason a client's request body was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
@@ -43,12 +43,12 @@ pub struct ChatRequest {
     members: Vec<(String, Box<RawValue>)>,
 }
 
-/// What a request needs from a model, read from its members.
+/// The capabilities a request needs from a model, read from its members.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
     /// It has `tools` or `functions`.
     pub tools: bool,
-    /// Its `response_format` asks for JSON.
+    /// Its `response_format` requests JSON.
     pub json_mode: bool,
     /// A message carries an image.
     pub vision: bool,
@@ -360,7 +360,9 @@ mod tests {
         )
         .unwrap();
         let needs = demanding.needs();
-        assert!(needs.tools && needs.json_mode && needs.vision);
+        assert!(needs.tools);
+        assert!(needs.json_mode);
+        assert!(needs.vision);
         assert!(needs.estimated_tokens > 100);
 
         let empty_tools = ChatRequest::parse(br#"{"model":"a","tools":[],"messages":[]}"#).unwrap();

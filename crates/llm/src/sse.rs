@@ -64,7 +64,7 @@ impl EventSplitter {
     }
 }
 
-/// The `data` of one event: its `data:` lines joined with `\n`, or `None` for an event
+/// Returns the `data` of one event: its `data:` lines joined with `\n`, or `None` for an event
 /// without data (a comment such as `: ping`, or only an `event:` line).
 pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     let mut data: Option<Vec<u8>> = None;
@@ -85,7 +85,7 @@ pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     data
 }
 
-/// The value of the event's `event:` field, if it has one.
+/// Returns the value of the event's `event:` field, if it has one.
 pub fn event_name(event: &[u8]) -> Option<&[u8]> {
     event.split(|&b| b == b'\n').find_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -8,7 +8,7 @@ use std::fmt;
 pub struct ConfigError {
     /// Name of the invalid setting.
     pub field: &'static str,
-    /// What is wrong and what a valid value looks like.
+    /// Description of the problem and of a valid value.
     pub reason: String,
 }
 

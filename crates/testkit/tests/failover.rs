@@ -42,8 +42,8 @@ async fn breaker_opens_then_admits_one_probe() {
         attempts.push(reply.header("x-adpa-attempts").unwrap().to_owned());
     }
 
-    // Requests 1 and 2 try the primary twice (one retry); request 3 makes the fifth
-    // consecutive failure, which opens the breaker, so its retry is skipped.
+    // Requests 1 and 2 try the primary twice, with one retry each. Request 3 makes the
+    // fifth consecutive failure, which opens the breaker, so its retry is skipped.
     assert_eq!(attempts[..3], ["3", "3", "2"]);
     assert!(attempts[3..].iter().all(|a| a == "1"), "{attempts:?}");
     assert_eq!(primary.stats().requests, 5);

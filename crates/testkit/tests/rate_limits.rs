@@ -189,7 +189,7 @@ async fn provider_quota_headers_steer_before_429() {
         "{providers:?}"
     );
 
-    // The primary never had to answer 429: the gateway moved the overflow first.
+    // The primary never had to return 429, because the gateway moved the overflow first.
     let stats = primary.stats();
     assert_eq!(stats.requests, 10);
     assert_eq!(stats.faults.get("status_429"), None, "{stats:?}");

@@ -86,7 +86,7 @@ async fn retry_after_past_deadline_fails_fast() {
 }
 
 #[tokio::test]
-async fn retry_after_over_max_delay_fails_over_at_once() {
+async fn long_retry_after_fails_over() {
     let mut fault = fault(FaultKind::Status {
         status: 429,
         retry_after: Some("60".to_owned()),

@@ -38,7 +38,7 @@ pub(crate) fn oversized_event() -> AttemptError {
 /// Bytes of an error body read for classification; the rest is discarded.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// What a successful attempt produced.
+/// The result of a successful attempt.
 #[derive(Debug)]
 pub(crate) enum AttemptSuccess {
     Complete { bytes: Bytes, usage: Option<Usage> },

@@ -526,7 +526,7 @@ fn add_implicit_routes(
 }
 
 impl ModelSpec {
-    /// A model with full weight, no known window and every capability assumed.
+    /// Creates a model with full weight, no known window and every capability assumed.
     fn assumed(name: &str) -> Self {
         Self {
             name: Arc::from(name),

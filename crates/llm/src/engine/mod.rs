@@ -142,7 +142,7 @@ pub(crate) struct Route {
 #[derive(Debug)]
 pub(crate) struct RouteProvider {
     pub(crate) name: Arc<str>,
-    /// `targets[model]` holds one target per region for the route's model at that
+    /// `targets[model]` contains one target per region for the route's model at that
     /// index, or none when the provider does not serve that model.
     pub(crate) targets: Vec<Vec<Arc<Target>>>,
     pub(crate) region_strategy: RegionStrategy,

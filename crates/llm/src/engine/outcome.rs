@@ -96,7 +96,7 @@ pub enum EngineError {
     /// The route's concurrency limit had no slot and its queue was full, or the wait in
     /// the queue timed out.
     Overloaded {
-        /// Why no slot was given.
+        /// The reason no slot was given.
         reason: adpa_resilience::concurrency::Rejected,
     },
     /// The route's load was above `max_load` and its shedding strategy chose this

@@ -144,7 +144,7 @@ impl RouteProvider {
             RegionStrategy::LatencyBased => {
                 // Healthy regions before failing ones, fastest first. One region not
                 // tried for `region_exploration` goes first, so a slow or failing region
-                // can show it recovered; only that one is claimed, so the claim is not
+                // can show it recovered. Only that one is claimed, so the claim is not
                 // spent on a region this request will not reach.
                 let mut ordered = regions.to_vec();
                 ordered.sort_by_key(|target| target.latency.rank());

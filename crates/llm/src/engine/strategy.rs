@@ -2,7 +2,7 @@
 
 use crate::error::ErrorClass;
 
-/// What the engine does after a failed attempt.
+/// The engine's next step after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
     /// Retry the same target after backoff, then fail over once retries run out.

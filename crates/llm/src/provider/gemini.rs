@@ -216,7 +216,7 @@ fn signature_of(id: &str) -> Option<&str> {
 }
 
 /// Classifies a Gemini error by its `error.status`, or by HTTP status when the body is
-/// not Gemini's error shape, and reads the delay a `RetryInfo` detail asks for.
+/// not Gemini's error shape, and reads the delay a `RetryInfo` detail requests.
 pub fn classify_error(status: u16, body: &[u8]) -> AttemptError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let error = parsed.as_ref().map(|body| &body["error"]);
@@ -269,8 +269,8 @@ fn class_of(status: u16, code: &str, message: &str, details: &[Value]) -> ErrorC
         // caller's region: the key cannot be used there.
         "FAILED_PRECONDITION" | "UNAUTHENTICATED" | "PERMISSION_DENIED" => ErrorClass::Auth,
         "NOT_FOUND" => ErrorClass::NotFound,
-        // Gemini sends the same message for per-minute and per-day quotas; only the
-        // QuotaFailure detail tells them apart.
+        // Gemini sends the same message for per-minute and per-day quotas, so only the
+        // QuotaFailure detail distinguishes them.
         "RESOURCE_EXHAUSTED" if daily_quota(details) => ErrorClass::QuotaExhausted,
         "RESOURCE_EXHAUSTED" => ErrorClass::RateLimited,
         "UNAVAILABLE" => ErrorClass::Overloaded,

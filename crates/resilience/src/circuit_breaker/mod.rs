@@ -11,8 +11,8 @@
 //! The closed path is two atomic operations, so the breaker can sit on every request.
 //! Other states take a short lock that is never held across an await.
 //!
-//! Only failures that say the target is unhealthy should be recorded as failures; the
-//! caller classifies outcomes before it reports them.
+//! Only failures that show the target is unhealthy should be recorded as failures, so
+//! the caller classifies outcomes before it reports them.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -143,7 +143,7 @@ pub struct Transition {
     pub from: State,
     /// State after the change.
     pub to: State,
-    /// Why the state changed.
+    /// The reason the state changed.
     pub cause: TransitionCause,
 }
 
@@ -167,9 +167,9 @@ pub enum TransitionCause {
 pub enum Outcome {
     /// The target served the call.
     Success,
-    /// The call failed in a way that says the target is unhealthy.
+    /// The call failed in a way that shows the target is unhealthy.
     Failure,
-    /// The call ended in a way that says nothing about the target's health, such as a
+    /// The call ended in a way that shows nothing about the target's health, such as a
     /// client's invalid request or a cancelled call.
     Ignored,
 }

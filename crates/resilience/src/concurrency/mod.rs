@@ -2,7 +2,7 @@
 //!
 //! At most `max_concurrent` permits are out at once. The next `queue_size` callers wait
 //! in priority order, first come first served within a priority, for at most
-//! `queue_timeout`; past that the call is rejected at once. A released permit goes
+//! `queue_timeout`. Past that the call is rejected at once. A released permit goes
 //! straight to the first waiter, so a waiter is never overtaken by a newcomer.
 //!
 //! Every future and permit is cancellation-safe: a caller that gives up while queued

@@ -12,7 +12,7 @@ fn limiter(max: u32, queue: u32, timeout_ms: u64) -> Arc<ConcurrencyLimiter> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn admits_up_to_max_then_rejects_when_queue_full() {
+async fn full_queue_rejects_at_once() {
     let limiter = limiter(2, 1, 1_000);
     let first = limiter.acquire(0).await.unwrap();
     let _second = limiter.acquire(0).await.unwrap();

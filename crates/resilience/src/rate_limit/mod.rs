@@ -7,9 +7,9 @@
 //! `T`. A rejection carries the instant at which the same request would pass.
 //!
 //! The check is a load and a compare-and-swap, with no lock, so it costs tens of
-//! nanoseconds. `governor` implements the same algorithm; this one adds costs above one
-//! with refunds and charges afterwards, which token limits need to reconcile an
-//! estimate with the usage a provider reports.
+//! nanoseconds. `governor` implements the same algorithm. This one adds costs above one,
+//! refunds and charges, because token limits reconcile an estimate with the usage a
+//! provider reports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -84,7 +84,7 @@ mod tests {
 
     use super::*;
 
-    /// A stream that yields one item after each given delay.
+    /// Builds a stream that yields one item after each given delay.
     fn delayed(delays: Vec<u64>) -> impl Stream<Item = u64> {
         futures_util::stream::iter(delays).then(|ms| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
