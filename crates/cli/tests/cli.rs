@@ -236,7 +236,7 @@ fn check_explains_route_order() {
         "[providers.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"big\", \"small\"]\n\
          [providers.b]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"big\"]\n\
          region_strategy = \"sequential\"\n\
-         [routes.chat]\nprimary = \"a\"\nsecondaries = [\"b\"]\n\
+         [routes.chat]\nprimary = \"a\"\nsecondaries = [\"b\"]\nhedge_delay = \"p95\"\n\
          models = [[\"small\", 0.5], { name = \"big\", weight = 1.0, context_window = 8192, tools = false }]\n\
          [routes.gap]\nprimary = \"a\"\n\
          models = [[\"big\", 1.0], { name = \"small\", weight = 0.5, tools = false }]\n",
@@ -260,6 +260,10 @@ fn check_explains_route_order() {
         .collect();
     assert_eq!(order, ["a/big", "b/big", "a/small"]);
     assert!(stdout.contains("window 8192  no-tools"), "{stdout}");
+    assert!(
+        stdout.contains("hedging: an attempt without an answer after p95"),
+        "{stdout}"
+    );
 
     let unknown = Command::new(ADPA)
         .args(["check", "--config"])

@@ -219,6 +219,69 @@ pub struct RouteConfig {
     /// Shedding of requests above a load threshold; needs `concurrency` to measure load.
     #[serde(default)]
     pub load_shedding: Option<LoadShedConfig>,
+    /// When to send one hedged attempt to the next target while the first has not
+    /// answered: a duration such as `"200ms"`, or a percentile of the target's recent
+    /// latency such as `"p95"`. Not set: no hedging.
+    #[serde(default)]
+    pub hedge_delay: Option<HedgeDelay>,
+}
+
+/// How long an attempt runs without an answer before a hedged attempt starts.
+///
+/// ```
+/// use std::time::Duration;
+/// use adpa_llm::config::HedgeDelay;
+///
+/// assert_eq!(HedgeDelay::parse("200ms"), Ok(HedgeDelay::Fixed(Duration::from_millis(200))));
+/// assert_eq!(HedgeDelay::parse("p99.9"), Ok(HedgeDelay::Percentile(99.9)));
+/// assert!(HedgeDelay::parse("p100").is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeDelay {
+    /// A fixed time.
+    Fixed(Duration),
+    /// A percentile, above 0 and below 100, of the successful attempts' latency on the
+    /// target over the last 10 to 20 seconds. Until the target has 20 such samples, no
+    /// hedge is sent.
+    Percentile(f64),
+}
+
+impl HedgeDelay {
+    /// Parses `"p95"`-style percentiles and `"200ms"`-style durations.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Some(number) = text.strip_prefix('p') {
+            return match number.parse::<f64>() {
+                Ok(value) if value > 0.0 && value < 100.0 => Ok(Self::Percentile(value)),
+                _ => Err(format!(
+                    "percentile {text:?} must be p followed by a number above 0 and below 100, such as \"p95\""
+                )),
+            };
+        }
+        match adpa_resilience::duration::parse(text) {
+            Ok(delay) if delay.is_zero() => Err(
+                "must be longer than zero; leave hedge_delay out to turn hedging off".to_owned(),
+            ),
+            Ok(delay) => Ok(Self::Fixed(delay)),
+            Err(err) => Err(format!("{err}, or a percentile such as \"p95\"")),
+        }
+    }
+}
+
+impl Serialize for HedgeDelay {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Fixed(delay) => adpa_resilience::duration::serialize(delay, serializer),
+            Self::Percentile(value) => serializer.serialize_str(&format!("p{value}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HedgeDelay {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The key that orders a route's targets first.
@@ -537,6 +600,39 @@ mod tests {
         assert_eq!(chat.timeouts.read_timeout, Duration::from_secs(2));
         assert_eq!(chat.retry.backoff_factor, 2.0);
         assert_eq!(config.routes["other"].retry.max_retries, 7);
+    }
+
+    #[test]
+    fn reads_hedge_delay() {
+        let route = |value: &str| {
+            let text = format!(
+                "[providers.a]\nkind = \"openai\"\n[routes.chat]\nprimary = \"a\"\nhedge_delay = {value}\n"
+            );
+            let mut document: toml::Table = text.parse().unwrap();
+            apply_defaults(&mut document);
+            toml::Value::Table(document)
+                .try_into::<EngineConfig>()
+                .map(|config| config.routes["chat"].hedge_delay)
+                .map_err(|err| err.to_string())
+        };
+        assert_eq!(
+            route("\"250ms\""),
+            Ok(Some(HedgeDelay::Fixed(Duration::from_millis(250))))
+        );
+        assert_eq!(route("\"p95\""), Ok(Some(HedgeDelay::Percentile(95.0))));
+        assert_eq!(route("\" p99.5 \""), Ok(Some(HedgeDelay::Percentile(99.5))));
+
+        for (value, message) in [
+            ("\"p100\"", "above 0 and below 100"),
+            ("\"p0\"", "above 0 and below 100"),
+            ("\"pfast\"", "above 0 and below 100"),
+            ("\"0s\"", "leave hedge_delay out"),
+            ("\"soon\"", "a percentile such as"),
+            ("200", "invalid type"),
+        ] {
+            let error = route(value).unwrap_err();
+            assert!(error.contains(message), "{value}: {error}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adpa_resilience::concurrency::{ConcurrencyConfig, ConcurrencyLimiter};
-use adpa_resilience::latency::PeakEwma;
+use adpa_resilience::latency::{LatencyHistogram, PeakEwma};
 use adpa_resilience::load_shed::{LoadShedConfig, LoadShedder};
 use adpa_resilience::rate_limit::{RateLimitConfig, RateLimiter};
 use adpa_resilience::retry::RetryBudget;
@@ -25,6 +25,9 @@ use crate::http::HttpClient;
 /// Time constant of each target's latency average: recovery from a slow sample takes
 /// about this long of fresh samples.
 const LATENCY_DECAY: Duration = Duration::from_secs(10);
+
+/// The window of the latency percentiles a hedge delay such as `"p95"` reads.
+const HEDGE_WINDOW: Duration = Duration::from_secs(20);
 
 /// A provider's config with its endpoints, one per region.
 struct BuiltProvider<'a> {
@@ -216,7 +219,7 @@ fn build_route(
         .iter()
         .map(|(provider_name, _)| route.weights.get(*provider_name).copied().unwrap_or(1.0))
         .collect();
-    Some(new_route(
+    let mut built = new_route(
         name,
         models,
         route_providers,
@@ -231,7 +234,9 @@ fn build_route(
         route.rate_limit.as_ref(),
         route.concurrency.as_ref(),
         route.load_shedding.as_ref(),
-    ))
+    );
+    built.hedge_delay = route.hedge_delay;
+    Some(built)
 }
 
 fn check_weights(
@@ -450,6 +455,7 @@ fn new_route(
             retry.budget_min_per_second,
             tokio::time::Instant::now().into_std(),
         ),
+        hedge_delay: None,
         next_start: AtomicUsize::new(0),
     }
 }
@@ -557,6 +563,7 @@ fn build_target(
         model: Arc::clone(model),
         breaker,
         latency: PeakEwma::new(LATENCY_DECAY),
+        latencies: LatencyHistogram::new(HEDGE_WINDOW, tokio::time::Instant::now().into_std()),
         limiter: new_limiter(rate_limit),
         quota: Default::default(),
     }))

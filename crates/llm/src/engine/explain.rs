@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{Engine, ModelSpec, Route};
-use crate::config::{ConfigIssue, FailoverPolicy, RegionStrategy, TargetOrder};
+use crate::config::{ConfigIssue, FailoverPolicy, HedgeDelay, RegionStrategy, TargetOrder};
 
 impl Engine {
     /// Describes how `route` orders its targets, or `None` for an unknown route.
@@ -92,6 +92,21 @@ impl Route {
                 };
                 let _ = writeln!(text, "  regions of {}: {strategy}", provider.name);
             }
+        }
+        match self.hedge_delay {
+            Some(HedgeDelay::Fixed(delay)) => {
+                let _ = writeln!(
+                    text,
+                    "  hedging: an attempt without an answer after {delay:?} gets one more on the next target"
+                );
+            }
+            Some(HedgeDelay::Percentile(percent)) => {
+                let _ = writeln!(
+                    text,
+                    "  hedging: an attempt without an answer after p{percent} of its target's recent latency gets one more on the next target"
+                );
+            }
+            None => {}
         }
         text.push_str(
             "  skipped per request: targets whose breaker is open, whose weight is below \

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use adpa_resilience::circuit_breaker::{Outcome, Transition};
 use adpa_resilience::concurrency::ConcurrencyLimiter;
-use adpa_resilience::latency::PeakEwma;
+use adpa_resilience::latency::{LatencyHistogram, PeakEwma};
 use adpa_resilience::load_shed::LoadShedder;
 use adpa_resilience::rate_limit::RateLimiter;
 use adpa_resilience::retry::RetryBudget;
@@ -28,7 +28,7 @@ use adpa_resilience::{CircuitBreaker, RetryConfig, TimeoutConfig};
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use crate::config::{FailoverPolicy, ProviderKind, RegionStrategy, TargetOrder};
+use crate::config::{FailoverPolicy, HedgeDelay, ProviderKind, RegionStrategy, TargetOrder};
 use crate::error::AttemptError;
 use crate::http::HttpClient;
 use crate::request::ChatRequest;
@@ -135,6 +135,8 @@ pub(crate) struct Route {
     pub(crate) concurrency: Option<Arc<ConcurrencyLimiter>>,
     /// Sheds requests when the concurrency limiter reports load above a threshold.
     pub(crate) shedder: Option<LoadShedder>,
+    /// When to start a hedged attempt; `None` turns hedging off.
+    pub(crate) hedge_delay: Option<HedgeDelay>,
     next_start: AtomicUsize,
 }
 
@@ -171,6 +173,8 @@ pub(crate) struct Target {
     pub(crate) model: Arc<ModelSpec>,
     pub(crate) breaker: CircuitBreaker,
     pub(crate) latency: PeakEwma,
+    /// Recent latency percentiles, for a hedge delay given as a percentile.
+    pub(crate) latencies: LatencyHistogram,
     /// The provider's rate limit, one per target.
     pub(crate) limiter: Option<Arc<RateLimiter>>,
     /// The remaining requests the provider last reported for this target.

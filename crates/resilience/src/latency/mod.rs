@@ -6,9 +6,13 @@
 //! the time since the last sample: `w = exp(-elapsed / decay)`, `average = average × w +
 //! sample × (1 − w)`. Recovery therefore takes about `decay` of fresh samples.
 
+pub mod histogram;
+
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+pub use histogram::LatencyHistogram;
 
 /// Latency estimate and health of one endpoint.
 ///
