@@ -57,6 +57,7 @@ pub async fn build() -> Result<(GatewayConfig, Vec<SimHandle>)> {
         latency: adpa_testkit::sim::Latency {
             fixed: Duration::from_millis(20),
             jitter: Duration::from_millis(30),
+            ..adpa_testkit::sim::Latency::default()
         },
         faults: vec![fault_503(1.0, None, Some(1)), fault_503(0.5, Some(2), None)],
         ..FaultScript::default()
@@ -65,6 +66,7 @@ pub async fn build() -> Result<(GatewayConfig, Vec<SimHandle>)> {
         latency: adpa_testkit::sim::Latency {
             fixed: Duration::from_millis(20),
             jitter: Duration::from_millis(30),
+            ..adpa_testkit::sim::Latency::default()
         },
         ..FaultScript::default()
     };

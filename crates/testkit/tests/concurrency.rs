@@ -13,6 +13,7 @@ async fn slow_upstream(millis: u64) -> SimHandle {
         latency: Latency {
             fixed: Duration::from_millis(millis),
             jitter: Duration::ZERO,
+            ..Latency::default()
         },
         ..FaultScript::default()
     };
@@ -195,4 +196,72 @@ async fn load_shedding_needs_concurrency() {
         err.contains("routes.chat.load_shedding") && err.contains("concurrency"),
         "{err}"
     );
+}
+
+/// A provider that serves ten requests at full speed and slows down by 50 ms for each
+/// request in flight beyond them.
+fn queueing_provider() -> FaultScript {
+    FaultScript {
+        latency: Latency {
+            fixed: Duration::from_millis(100),
+            per_in_flight: Duration::from_millis(50),
+            capacity: 10,
+            ..Latency::default()
+        },
+        ..FaultScript::default()
+    }
+}
+
+#[tokio::test]
+async fn adaptive_limit_backs_off_from_queueing_provider() {
+    let upstream = SimHandle::start_local("queueing", queueing_provider())
+        .await
+        .unwrap();
+    let config = format!(
+        "{}[routes.chat]\nprimary = \"queueing\"\n[routes.chat.concurrency]\nmax_concurrent = 40\n\
+         queue_size = 100\nqueue_timeout = \"20s\"\nadaptive = true\n",
+        provider("queueing", &upstream)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+    let addr = gateway.addr();
+
+    // Light traffic first sets the latency baseline at about 100 ms.
+    for _ in 0..12 {
+        assert_eq!(chat(addr, "chat").await.status, 200);
+    }
+
+    // Then 40 clients at once: at 40 in flight the provider would take 1.6 s.
+    let stop = Instant::now() + Duration::from_secs(5);
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < stop {
+                    let started = Instant::now();
+                    let reply = chat(addr, "chat").await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                    latencies.push(started.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+
+    // Once the limit has settled, the provider sees far fewer than 40 at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    upstream.reset_stats();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = upstream.stats();
+
+    let mut served = 0;
+    for client in clients {
+        served += client.await.unwrap().len();
+    }
+    eprintln!(
+        "adaptive: peak in flight {} after settling, {} requests in 2 s, {served} in all",
+        settled.peak_in_flight, settled.completed
+    );
+    assert!(settled.peak_in_flight <= 25, "{settled:?}");
+    // At 40 in flight the provider would complete 25 requests per second.
+    assert!(settled.completed > 2 * 25, "{}", settled.completed);
 }

@@ -14,6 +14,7 @@ fn with_latency(millis: u64) -> FaultScript {
         latency: Latency {
             fixed: Duration::from_millis(millis),
             jitter: Duration::ZERO,
+            ..Latency::default()
         },
         ..FaultScript::default()
     }

@@ -13,6 +13,7 @@ async fn sim_with_latency(name: &str, millis: u64) -> SimHandle {
         latency: Latency {
             fixed: Duration::from_millis(millis),
             jitter: Duration::ZERO,
+            ..Latency::default()
         },
         ..FaultScript::default()
     };
@@ -81,6 +82,7 @@ async fn latency_based_prefers_fast_region_and_recovers() {
         latency: Latency {
             fixed: Duration::from_millis(50),
             jitter: Duration::ZERO,
+            ..Latency::default()
         },
         ..FaultScript::default()
     })

@@ -602,6 +602,9 @@ impl Serving<'_> {
         let now = Instant::now().into_std();
         target.latency.observe(elapsed, now);
         target.latencies.record(elapsed, now);
+        if let Some(limiter) = &self.route.concurrency {
+            limiter.record_latency(elapsed, now);
+        }
         self.attempts.push(AttemptRecord {
             target: Arc::clone(&target.id),
             class: None,
@@ -621,6 +624,13 @@ impl Serving<'_> {
     ) {
         if error.class.counts_against_target() {
             target.latency.observe_failure(Instant::now().into_std());
+        }
+        let overload = matches!(
+            error.class,
+            ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Timeout
+        );
+        if let Some(limiter) = self.route.concurrency.as_ref().filter(|_| overload) {
+            limiter.record_overload(Instant::now().into_std());
         }
         if error.class == ErrorClass::ContextLength {
             self.too_long = Some(TooLong {

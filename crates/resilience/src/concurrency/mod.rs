@@ -8,6 +8,10 @@
 //! Every future and permit is cancellation-safe: a caller that gives up while queued
 //! leaves the queue at once, and a permit handed to a caller that has just given up is
 //! passed on to the next waiter.
+//!
+//! With `adaptive = true` the limit moves between `min_concurrent` and
+//! `max_concurrent` with the latency and overload errors the caller reports; the
+//! [`adaptive`] module describes how.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +23,10 @@ use tokio::sync::oneshot;
 
 use crate::ConfigError;
 
+pub mod adaptive;
+
+use adaptive::Gradient;
+
 /// Concurrency settings of a route.
 ///
 /// ```
@@ -28,13 +36,16 @@ use crate::ConfigError;
 ///     max_concurrent = 100
 ///     queue_size = 50
 ///     queue_timeout = "2s"
+///     adaptive = true
+///     min_concurrent = 4
 /// "#).unwrap();
 /// config.validate().unwrap();
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConcurrencyConfig {
-    /// Requests in flight at once.
+    /// Requests in flight at once; with `adaptive`, the ceiling and starting point of
+    /// the limit.
     pub max_concurrent: u32,
     /// Requests that may wait for a slot; more are rejected at once.
     #[serde(default)]
@@ -42,10 +53,20 @@ pub struct ConcurrencyConfig {
     /// Maximum wait in the queue.
     #[serde(default = "default_queue_timeout", with = "crate::duration")]
     pub queue_timeout: Duration,
+    /// Moves the limit with observed latency and overload errors.
+    #[serde(default)]
+    pub adaptive: bool,
+    /// The floor of an adaptive limit.
+    #[serde(default = "default_min_concurrent")]
+    pub min_concurrent: u32,
 }
 
 fn default_queue_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_min_concurrent() -> u32 {
+    1
 }
 
 impl ConcurrencyConfig {
@@ -57,6 +78,15 @@ impl ConcurrencyConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_concurrent == 0 {
             return Err(ConfigError::new("max_concurrent", "must be at least 1"));
+        }
+        if self.min_concurrent == 0 || self.min_concurrent > self.max_concurrent {
+            return Err(ConfigError::new(
+                "min_concurrent",
+                format!(
+                    "must be between 1 and max_concurrent ({}), got {}",
+                    self.max_concurrent, self.min_concurrent
+                ),
+            ));
         }
         if self.queue_timeout.is_zero() && self.queue_size > 0 {
             return Err(ConfigError::new(
@@ -89,9 +119,12 @@ pub struct ConcurrencyLimiter {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     in_flight: u32,
+    /// The current limit: `max_concurrent`, or where the adaptive limit stands.
+    limit: u32,
+    adaptive: Option<Gradient>,
     /// Waiters by (inverted priority, arrival), so the first entry is served next.
     queue: BTreeMap<(u8, u64), oneshot::Sender<()>>,
     next_arrival: u64,
@@ -105,9 +138,19 @@ impl ConcurrencyLimiter {
     /// Returns the setting that is out of range.
     pub fn new(config: ConcurrencyConfig) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
+        let adaptive = config
+            .adaptive
+            .then(|| Gradient::new(config.min_concurrent, config.max_concurrent));
+        let state = State {
+            in_flight: 0,
+            limit: config.max_concurrent,
+            adaptive,
+            queue: BTreeMap::new(),
+            next_arrival: 0,
+        };
         Ok(Arc::new(Self {
             config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
         }))
     }
 
@@ -122,11 +165,56 @@ impl ConcurrencyLimiter {
         (state.in_flight, state.queue.len() as u32)
     }
 
+    /// Returns the current limit: `max_concurrent`, or where the adaptive limit stands.
+    pub fn limit(&self) -> u32 {
+        self.state.lock().limit
+    }
+
+    /// Reports the latency of a request served under a permit that ended at `now`, for
+    /// the adaptive limit; without `adaptive` it does nothing.
+    pub fn record_latency(&self, latency: Duration, now: std::time::Instant) {
+        let mut state = self.state.lock();
+        let in_flight = state.in_flight;
+        if let Some(gradient) = state.adaptive.as_mut() {
+            gradient.on_sample(latency, in_flight, now);
+            let limit = gradient.limit();
+            Self::set_limit(&mut state, limit);
+        }
+    }
+
+    /// Reports an overload error from upstream (a 429, a 529, a timeout) at `now`, for
+    /// the adaptive limit; without `adaptive` it does nothing.
+    pub fn record_overload(&self, now: std::time::Instant) {
+        let mut state = self.state.lock();
+        if let Some(gradient) = state.adaptive.as_mut() {
+            gradient.on_overload(now);
+            let limit = gradient.limit();
+            Self::set_limit(&mut state, limit);
+        }
+    }
+
+    /// Moves the limit; a higher one lets waiters in at once, a lower one takes effect
+    /// as permits come back.
+    fn set_limit(state: &mut State, limit: u32) {
+        state.limit = limit;
+        while state.in_flight < state.limit {
+            let Some((_, sender)) = state.queue.pop_first() else {
+                break;
+            };
+            if sender.send(()).is_ok() {
+                state.in_flight += 1;
+            }
+        }
+    }
+
     /// Returns the load in `0.0..=1.0`: the larger of the share of slots in use and the
     /// share of queue places in use, the latter standing for queueing delay.
     pub fn load(&self) -> f64 {
-        let (in_flight, queued) = self.usage();
-        let slots = f64::from(in_flight) / f64::from(self.config.max_concurrent);
+        let (in_flight, queued, limit) = {
+            let state = self.state.lock();
+            (state.in_flight, state.queue.len() as u32, state.limit)
+        };
+        let slots = f64::from(in_flight) / f64::from(limit.max(1));
         let queue = match self.config.queue_size {
             0 => 0.0,
             size => f64::from(queued) / f64::from(size),
@@ -147,7 +235,7 @@ impl ConcurrencyLimiter {
     pub async fn acquire(self: &Arc<Self>, priority: u8) -> Result<ConcurrencyPermit, Rejected> {
         let (key, receiver) = {
             let mut state = self.state.lock();
-            if state.in_flight < self.config.max_concurrent {
+            if state.in_flight < state.limit {
                 state.in_flight += 1;
                 return Ok(ConcurrencyPermit {
                     limiter: Arc::clone(self),
@@ -186,12 +274,15 @@ impl ConcurrencyLimiter {
         }
     }
 
-    /// Releases one slot: hands it to the first waiter still waiting, or frees it.
+    /// Releases one slot: hands it to the first waiter still waiting, or frees it. Above
+    /// a lowered limit it is freed, so the requests in flight come down to the limit.
     fn release(&self) {
         let mut state = self.state.lock();
-        while let Some((_, sender)) = state.queue.pop_first() {
-            if sender.send(()).is_ok() {
-                return;
+        if state.in_flight <= state.limit {
+            while let Some((_, sender)) = state.queue.pop_first() {
+                if sender.send(()).is_ok() {
+                    return;
+                }
             }
         }
         state.in_flight = state.in_flight.saturating_sub(1);

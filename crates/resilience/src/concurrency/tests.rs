@@ -7,6 +7,19 @@ fn limiter(max: u32, queue: u32, timeout_ms: u64) -> Arc<ConcurrencyLimiter> {
         max_concurrent: max,
         queue_size: queue,
         queue_timeout: Duration::from_millis(timeout_ms),
+        adaptive: false,
+        min_concurrent: 1,
+    })
+    .unwrap()
+}
+
+fn adaptive(max: u32, queue: u32) -> Arc<ConcurrencyLimiter> {
+    ConcurrencyLimiter::new(ConcurrencyConfig {
+        max_concurrent: max,
+        queue_size: queue,
+        queue_timeout: Duration::from_secs(5),
+        adaptive: true,
+        min_concurrent: 1,
     })
     .unwrap()
 }
@@ -140,6 +153,73 @@ fn invalid_settings_are_named() {
         max_concurrent: 0,
         queue_size: 0,
         queue_timeout: Duration::from_secs(1),
+        adaptive: false,
+        min_concurrent: 1,
     };
     assert_eq!(zero.validate().map_err(|e| e.field), Err("max_concurrent"));
+    let floor_above_ceiling = ConcurrencyConfig {
+        max_concurrent: 4,
+        min_concurrent: 5,
+        ..zero
+    };
+    assert_eq!(
+        floor_above_ceiling.validate().map_err(|e| e.field),
+        Err("min_concurrent")
+    );
+}
+
+#[test]
+fn static_limit_ignores_reports() {
+    let limiter = limiter(10, 0, 1_000);
+    let now = std::time::Instant::now();
+    for step in 0..100 {
+        let at = now + Duration::from_secs(step * 60);
+        limiter.record_latency(Duration::from_secs(30), at);
+        limiter.record_overload(at);
+    }
+    assert_eq!(limiter.limit(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lowered_limit_drains_then_raised_limit_admits_waiters() {
+    let limiter = adaptive(4, 10);
+    let mut permits: Vec<_> = Vec::new();
+    for _ in 0..4 {
+        permits.push(limiter.acquire(0).await.unwrap());
+    }
+    // Samples ten per latency, so that each latency closes a window.
+    let mut clock = std::time::Instant::now();
+    let mut report = |latency: Duration, count: u32| {
+        for _ in 0..count {
+            clock += latency / 10;
+            limiter.record_latency(latency, clock);
+        }
+    };
+    report(Duration::from_millis(100), 30);
+    assert_eq!(limiter.limit(), 4);
+
+    // The provider slows down: the limit falls below the requests in flight.
+    report(Duration::from_millis(400), 20);
+    let lowered = limiter.limit();
+    assert!(lowered < 4, "{lowered}");
+
+    let waiter = tokio::spawn({
+        let limiter = Arc::clone(&limiter);
+        async move { limiter.acquire(0).await.map(|_| ()) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(limiter.usage(), (4, 1));
+
+    // Returned permits above the limit are not handed on.
+    while limiter.usage().0 > lowered {
+        permits.pop();
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(limiter.usage(), (lowered, 1));
+    assert!(!waiter.is_finished());
+
+    // Fast answers raise the limit again, which lets the waiter in at once.
+    report(Duration::from_millis(100), 100);
+    assert!(limiter.limit() > lowered);
+    assert_eq!(waiter.await.unwrap(), Ok(()));
 }

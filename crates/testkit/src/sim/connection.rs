@@ -260,13 +260,16 @@ async fn chat(
     };
 
     let number = shared.counter.fetch_add(1, Ordering::SeqCst) + 1;
+    let (_in_flight, others) = shared.enter();
     let (fault, latency, shape, quota) = {
         let script = shared.script.read();
         let mut rng = shared.rng.lock();
         let fault = script.pick(number, &model, stream, &mut *rng).cloned();
+        let beyond = (others + 1).saturating_sub(u64::from(script.latency.capacity.max(1)));
+        let queued = script.latency.per_in_flight * u32::try_from(beyond).unwrap_or(u32::MAX);
         (
             fault,
-            script.latency(&mut *rng),
+            script.latency(&mut *rng) + queued,
             script.response.clone(),
             script.quota.clone(),
         )

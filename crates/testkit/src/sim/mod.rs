@@ -45,6 +45,8 @@ pub struct SimStats {
     pub completed: u64,
     /// Requests whose client closed the connection before the response ended.
     pub disconnects: u64,
+    /// The most requests in flight at once.
+    pub peak_in_flight: u64,
     /// Requests per injected fault, by fault label.
     pub faults: BTreeMap<String, u64>,
     /// The most recent requests, oldest first.
@@ -69,6 +71,15 @@ pub struct RequestRecord {
     pub api_key: Option<String>,
 }
 
+/// A request in flight at a simulated provider, counted until dropped.
+struct InFlight<'a>(&'a Shared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A running simulated provider. Dropping the handle stops it.
 #[derive(Debug)]
 pub struct SimHandle {
@@ -87,6 +98,8 @@ struct Shared {
     started: Mutex<Instant>,
     /// Start of the current quota window and the requests counted in it.
     quota_window: Mutex<(Instant, u64)>,
+    /// Chat completion requests between their arrival and the end of their response.
+    in_flight: AtomicU64,
 }
 
 impl Shared {
@@ -140,6 +153,14 @@ impl Shared {
         update(&mut self.stats.lock());
     }
 
+    /// Counts a request in flight until the returned guard drops; returns the guard and
+    /// the number of other requests in flight.
+    fn enter(&self) -> (InFlight<'_>, u64) {
+        let others = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.record(|stats| stats.peak_in_flight = stats.peak_in_flight.max(others + 1));
+        (InFlight(self), others)
+    }
+
     fn log_request(&self, mut record: RequestRecord) {
         record.at_ms = self.started.lock().elapsed().as_millis() as u64;
         let mut stats = self.stats.lock();
@@ -175,6 +196,7 @@ impl SimHandle {
             stats: Mutex::new(SimStats::default()),
             started: Mutex::new(Instant::now()),
             quota_window: Mutex::new((Instant::now(), 0)),
+            in_flight: AtomicU64::new(0),
         });
         shared.set_script(script);
 

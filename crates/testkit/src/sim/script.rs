@@ -51,6 +51,12 @@ pub struct Latency {
     /// Extra delay drawn uniformly from `0..=jitter`.
     #[serde(with = "adpa_resilience::duration")]
     pub jitter: Duration,
+    /// Extra delay per request in flight beyond `capacity` when the request arrives,
+    /// itself included: a provider that slows down as it queues work.
+    #[serde(with = "adpa_resilience::duration")]
+    pub per_in_flight: Duration,
+    /// Requests in flight the provider serves without slowing down; 0 counts as 1.
+    pub capacity: u32,
 }
 
 /// A request quota per window.
