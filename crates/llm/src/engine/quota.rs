@@ -1,16 +1,23 @@
-//! Provider-reported quota: the remaining requests a provider announces in its response
-//! headers, counted down locally between responses, so a target is skipped before the
-//! provider starts returning 429.
+//! Provider-reported quota: the requests and tokens a provider announces it has left in
+//! its response headers, counted down locally between responses, so a target is skipped
+//! before the provider starts returning 429.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
 use parking_lot::Mutex;
 
-/// The remaining requests of one target, as last reported and since counted down.
+/// The remaining requests and tokens of one target, as last reported and since counted
+/// down.
 #[derive(Debug, Default)]
 pub(crate) struct QuotaTracker {
-    state: Mutex<Option<Quota>>,
+    state: Mutex<Quotas>,
+}
+
+#[derive(Debug, Default)]
+struct Quotas {
+    requests: Option<Quota>,
+    tokens: Option<Quota>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -19,84 +26,155 @@ struct Quota {
     resets_at: Instant,
 }
 
-impl QuotaTracker {
-    /// Takes one request from the reported quota. Returns `false` when the provider
-    /// reported none left until its reset. An unknown or expired quota admits.
-    pub(crate) fn try_take(&self, now: Instant) -> bool {
-        let mut state = self.state.lock();
-        match state.as_mut() {
-            Some(quota) if now < quota.resets_at => {
-                if quota.remaining == 0 {
-                    return false;
-                }
-                quota.remaining -= 1;
-                true
-            }
-            _ => {
-                *state = None;
-                true
-            }
+impl Quota {
+    /// Returns the quota if it still applies at `now`.
+    fn current(slot: &mut Option<Quota>, now: Instant) -> Option<&mut Quota> {
+        if slot.is_some_and(|quota| now >= quota.resets_at) {
+            *slot = None;
         }
+        slot.as_mut()
     }
 
-    /// Returns when the quota resets, if the target is out of it at `now`.
-    pub(crate) fn exhausted_until(&self, now: Instant) -> Option<Instant> {
+    /// Keeps the lower count while the window is the same: requests sent after a
+    /// response left may already have used some of what it reported.
+    fn merge(slot: &mut Option<Quota>, reported: Quota) {
+        let remaining = match *slot {
+            Some(previous) if previous.resets_at >= reported.resets_at => {
+                previous.remaining.min(reported.remaining)
+            }
+            _ => reported.remaining,
+        };
+        *slot = Some(Quota {
+            remaining,
+            resets_at: reported.resets_at,
+        });
+    }
+}
+
+impl QuotaTracker {
+    /// Takes one request of `tokens` estimated tokens from the reported quota. Returns
+    /// `false` when the provider reported no request, or fewer tokens than that, left
+    /// until its reset. An unknown or expired quota admits.
+    pub(crate) fn try_take(&self, now: Instant, tokens: u64) -> bool {
+        let mut state = self.state.lock();
+        let Quotas {
+            requests,
+            tokens: token_quota,
+        } = &mut *state;
+        let requests = Quota::current(requests, now);
+        let token_quota = Quota::current(token_quota, now);
+        if requests.as_ref().is_some_and(|quota| quota.remaining == 0)
+            || token_quota
+                .as_ref()
+                .is_some_and(|quota| quota.remaining < tokens)
+        {
+            return false;
+        }
+        if let Some(quota) = requests {
+            quota.remaining -= 1;
+        }
+        if let Some(quota) = token_quota {
+            quota.remaining -= tokens;
+        }
+        true
+    }
+
+    /// Returns when the quota that stops a request of `tokens` tokens resets, if the
+    /// target is out of it at `now`.
+    pub(crate) fn exhausted_until(&self, now: Instant, tokens: u64) -> Option<Instant> {
         let state = self.state.lock();
-        state
-            .as_ref()
-            .filter(|quota| quota.remaining == 0 && now < quota.resets_at)
-            .map(|quota| quota.resets_at)
+        let requests = state
+            .requests
+            .filter(|quota| quota.remaining == 0 && now < quota.resets_at);
+        let token_quota = state
+            .tokens
+            .filter(|quota| quota.remaining < tokens && now < quota.resets_at);
+        match (requests, token_quota) {
+            (Some(a), Some(b)) => Some(a.resets_at.max(b.resets_at)),
+            (a, b) => a.or(b).map(|quota| quota.resets_at),
+        }
     }
 
     /// Reads the quota headers of a response received at `now`.
     pub(crate) fn observe(&self, headers: &HeaderMap, now: Instant) {
-        if let Some(quota) = read_quota(headers, now) {
-            let mut state = self.state.lock();
-            // Requests sent after this response left may already have used some of the
-            // reported count, so the lower of the two is kept while the window is the same.
-            let remaining = match *state {
-                Some(previous) if previous.resets_at >= quota.resets_at => {
-                    previous.remaining.min(quota.remaining)
-                }
-                _ => quota.remaining,
-            };
-            *state = Some(Quota {
-                remaining,
-                resets_at: quota.resets_at,
-            });
+        let requests = read_quota(headers, now, &REQUEST_HEADERS);
+        let tokens = read_quota(headers, now, &TOKEN_HEADERS);
+        if requests.is_none() && tokens.is_none() {
+            return;
+        }
+        let mut state = self.state.lock();
+        if let Some(reported) = requests {
+            Quota::merge(&mut state.requests, reported);
+        }
+        if let Some(reported) = tokens {
+            Quota::merge(&mut state.tokens, reported);
         }
     }
 }
 
-/// Reads `x-ratelimit-remaining-requests` with `x-ratelimit-reset-requests` (OpenAI,
-/// Groq: a duration such as `"6m0s"`), or `anthropic-ratelimit-requests-remaining` with
-/// `anthropic-ratelimit-requests-reset` (an RFC 3339 time).
-fn read_quota(headers: &HeaderMap, now: Instant) -> Option<Quota> {
-    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+/// How a provider family names one quota: the remaining-count header, and the reset
+/// header with its format.
+struct QuotaHeaders {
+    remaining: &'static str,
+    reset: &'static str,
+    reset_format: ResetFormat,
+}
 
-    if let Some(remaining) =
-        text("x-ratelimit-remaining-requests").and_then(|v| v.trim().parse().ok())
-    {
-        let reset = text("x-ratelimit-reset-requests")
-            .and_then(adpa_resilience::retry::parse_reset_duration)
-            .unwrap_or(Duration::from_secs(1));
-        return Some(Quota {
-            remaining,
-            resets_at: now + reset,
+enum ResetFormat {
+    /// A duration such as `"6m0s"` or `"850ms"` (OpenAI, Groq).
+    Duration,
+    /// An RFC 3339 time such as `2024-05-01T12:00:30Z` (Anthropic).
+    Rfc3339,
+}
+
+const REQUEST_HEADERS: [QuotaHeaders; 2] = [
+    QuotaHeaders {
+        remaining: "x-ratelimit-remaining-requests",
+        reset: "x-ratelimit-reset-requests",
+        reset_format: ResetFormat::Duration,
+    },
+    QuotaHeaders {
+        remaining: "anthropic-ratelimit-requests-remaining",
+        reset: "anthropic-ratelimit-requests-reset",
+        reset_format: ResetFormat::Rfc3339,
+    },
+];
+
+/// Anthropic sends a combined count (its most restrictive token limit) besides input and
+/// output counts; the combined one is read first, the input one when it is missing.
+const TOKEN_HEADERS: [QuotaHeaders; 3] = [
+    QuotaHeaders {
+        remaining: "x-ratelimit-remaining-tokens",
+        reset: "x-ratelimit-reset-tokens",
+        reset_format: ResetFormat::Duration,
+    },
+    QuotaHeaders {
+        remaining: "anthropic-ratelimit-tokens-remaining",
+        reset: "anthropic-ratelimit-tokens-reset",
+        reset_format: ResetFormat::Rfc3339,
+    },
+    QuotaHeaders {
+        remaining: "anthropic-ratelimit-input-tokens-remaining",
+        reset: "anthropic-ratelimit-input-tokens-reset",
+        reset_format: ResetFormat::Rfc3339,
+    },
+];
+
+/// Reads the first quota of `family` the headers carry. A missing or unreadable reset
+/// is taken as one second, so a count is never trusted for long without a fresh report.
+fn read_quota(headers: &HeaderMap, now: Instant, family: &[QuotaHeaders]) -> Option<Quota> {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    family.iter().find_map(|names| {
+        let remaining = text(names.remaining)?.trim().parse().ok()?;
+        let reset = text(names.reset).and_then(|value| match names.reset_format {
+            ResetFormat::Duration => adpa_resilience::retry::parse_reset_duration(value),
+            ResetFormat::Rfc3339 => rfc3339_from_now(value),
         });
-    }
-    if let Some(remaining) =
-        text("anthropic-ratelimit-requests-remaining").and_then(|v| v.trim().parse().ok())
-    {
-        let reset = text("anthropic-ratelimit-requests-reset")
-            .and_then(rfc3339_from_now)
-            .unwrap_or(Duration::from_secs(1));
-        return Some(Quota {
+        Some(Quota {
             remaining,
-            resets_at: now + reset,
-        });
-    }
-    None
+            resets_at: now + reset.unwrap_or(Duration::from_secs(1)),
+        })
+    })
 }
 
 /// Returns the time from now until an RFC 3339 UTC time such as
@@ -156,7 +234,7 @@ mod tests {
     fn counts_down_reported_quota() {
         let tracker = QuotaTracker::default();
         let now = Instant::now();
-        assert!(tracker.try_take(now), "unknown quota admits");
+        assert!(tracker.try_take(now, 10), "unknown quota admits");
         tracker.observe(
             &headers(&[
                 ("x-ratelimit-remaining-requests", "2"),
@@ -164,15 +242,15 @@ mod tests {
             ]),
             now,
         );
-        assert!(tracker.try_take(now));
-        assert!(tracker.try_take(now));
-        assert!(!tracker.try_take(now));
+        assert!(tracker.try_take(now, 10));
+        assert!(tracker.try_take(now, 10));
+        assert!(!tracker.try_take(now, 10));
         assert_eq!(
-            tracker.exhausted_until(now),
+            tracker.exhausted_until(now, 10),
             Some(now + Duration::from_secs(10))
         );
         assert!(
-            tracker.try_take(now + Duration::from_secs(10)),
+            tracker.try_take(now + Duration::from_secs(10), 10),
             "quota resets"
         );
     }
@@ -186,12 +264,55 @@ mod tests {
             ("x-ratelimit-reset-requests", "10s"),
         ]);
         tracker.observe(&report, now);
-        assert!(tracker.try_take(now));
-        assert!(tracker.try_take(now));
+        assert!(tracker.try_take(now, 10));
+        assert!(tracker.try_take(now, 10));
         // A response that left before those two requests still reports 5.
         tracker.observe(&report, now);
-        let admitted = (0..10).filter(|_| tracker.try_take(now)).count();
+        let admitted = (0..10).filter(|_| tracker.try_take(now, 10)).count();
         assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn tokens_left_below_estimate_skip() {
+        let tracker = QuotaTracker::default();
+        let now = Instant::now();
+        tracker.observe(
+            &headers(&[
+                ("x-ratelimit-remaining-tokens", "1000"),
+                ("x-ratelimit-reset-tokens", "2s"),
+            ]),
+            now,
+        );
+        assert!(tracker.try_take(now, 600));
+        assert!(!tracker.try_take(now, 600), "only 400 tokens left");
+        assert_eq!(
+            tracker.exhausted_until(now, 600),
+            Some(now + Duration::from_secs(2))
+        );
+        assert_eq!(tracker.exhausted_until(now, 300), None);
+        assert!(tracker.try_take(now, 300));
+        assert!(
+            tracker.try_take(now + Duration::from_secs(2), 600),
+            "quota resets"
+        );
+    }
+
+    #[test]
+    fn reads_anthropic_token_headers() {
+        let tracker = QuotaTracker::default();
+        let now = Instant::now();
+        tracker.observe(
+            &headers(&[
+                ("anthropic-ratelimit-input-tokens-remaining", "50"),
+                (
+                    "anthropic-ratelimit-input-tokens-reset",
+                    "2999-01-01T00:00:00Z",
+                ),
+            ]),
+            now,
+        );
+        assert!(!tracker.try_take(now, 51));
+        assert!(tracker.try_take(now, 50));
     }
 
     #[test]
@@ -205,7 +326,7 @@ mod tests {
             ]),
             now,
         );
-        assert!(!tracker.try_take(now));
+        assert!(!tracker.try_take(now, 10));
     }
 
     #[test]

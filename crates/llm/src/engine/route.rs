@@ -285,8 +285,8 @@ impl Serving<'_> {
             }
         }
         let now = Instant::now().into_std();
-        if !target.quota.try_take(now) {
-            if let Some(resets_at) = target.quota.exhausted_until(now) {
+        if !target.quota.try_take(now, tokens) {
+            if let Some(resets_at) = target.quota.exhausted_until(now, tokens) {
                 self.reopens_after(resets_at.saturating_duration_since(now));
             }
             if let Some(limiter) = &target.limiter {
