@@ -65,7 +65,7 @@ impl KeyRing {
     /// Returns `(path, message)` for the first invalid entry.
     pub fn new(keys: &[KeyConfig]) -> Result<Self, (String, String)> {
         let mut by_hash = HashMap::new();
-        let base = tokio::time::Instant::now().into_std();
+        let base = adpa_resilience::clock::now();
         for (index, key) in keys.iter().enumerate() {
             let path = format!("keys[{index}]");
             let hash = parse_hash(&key.hash).ok_or_else(|| {

@@ -97,7 +97,7 @@ impl Gateway {
         keys: KeyRing,
         server: &ServerConfig,
     ) -> Result<Self, StartError> {
-        let base = tokio::time::Instant::now().into_std();
+        let base = adpa_resilience::clock::now();
         let global_limiter = match &server.rate_limit {
             Some(config) => Some(Arc::new(RateLimiter::new(config.clone(), base).map_err(
                 |err| {

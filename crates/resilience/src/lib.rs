@@ -12,6 +12,8 @@
 //! - [`load_shed`]: rejecting requests by priority above a load threshold.
 //! - [`rate_limit`]: a lock-free GCRA rate limiter for requests and tokens.
 //! - [`latency`]: a peak-sensitive moving average of latency per endpoint.
+//! - [`clock`]: a monotonic clock that reads the CPU's time-stamp counter, cheaper
+//!   than `Instant::now()`.
 //! - [`timeout`]: the timeout settings of one request, its deadline, and a stream
 //!   adapter that catches an idle gap between items.
 //!
@@ -23,6 +25,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod circuit_breaker;
+pub mod clock;
 pub mod concurrency;
 pub mod duration;
 pub mod latency;

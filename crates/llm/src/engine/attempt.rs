@@ -111,7 +111,7 @@ async fn call(
     let status = response.status();
     target
         .quota
-        .observe(response.headers(), Instant::now().into_std());
+        .observe(response.headers(), adpa_resilience::clock::now());
     let retry_after = provider::retry_after(response.headers(), SystemTime::now());
     let mut reader = BodyReader::new(response.into_body(), route.timeouts.read_timeout, deadline);
     let kind = target.endpoint.kind;

@@ -453,7 +453,7 @@ fn new_route(
             retry.budget_ratio,
             retry.budget_window,
             retry.budget_min_per_second,
-            tokio::time::Instant::now().into_std(),
+            adpa_resilience::clock::now(),
         ),
         hedge_delay: None,
         next_start: AtomicUsize::new(0),
@@ -462,7 +462,7 @@ fn new_route(
 
 /// Creates a limiter from settings that were validated and reported before.
 fn new_limiter(config: Option<&RateLimitConfig>) -> Option<Arc<RateLimiter>> {
-    let base = tokio::time::Instant::now().into_std();
+    let base = adpa_resilience::clock::now();
     config
         .and_then(|config| RateLimiter::new(config.clone(), base).ok())
         .map(Arc::new)
@@ -563,7 +563,7 @@ fn build_target(
         model: Arc::clone(model),
         breaker,
         latency: PeakEwma::new(LATENCY_DECAY),
-        latencies: LatencyHistogram::new(HEDGE_WINDOW, tokio::time::Instant::now().into_std()),
+        latencies: LatencyHistogram::new(HEDGE_WINDOW, adpa_resilience::clock::now()),
         limiter: new_limiter(rate_limit),
         quota: Default::default(),
     }))

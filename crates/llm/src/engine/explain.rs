@@ -16,7 +16,7 @@ impl Engine {
     /// `None` when the route is unknown or has no rate limit.
     pub fn route_limits(&self, route: &str) -> Option<(u64, Option<u64>)> {
         let limiter = self.routes.get(route)?.limiter.as_ref()?;
-        let now = tokio::time::Instant::now().into_std();
+        let now = adpa_resilience::clock::now();
         Some((
             limiter.remaining_requests(now),
             limiter.remaining_tokens(now),

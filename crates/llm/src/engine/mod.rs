@@ -26,7 +26,6 @@ use adpa_resilience::rate_limit::RateLimiter;
 use adpa_resilience::retry::RetryBudget;
 use adpa_resilience::{CircuitBreaker, RetryConfig, TimeoutConfig};
 use http::HeaderValue;
-use tokio::time::Instant;
 
 use crate::config::{FailoverPolicy, HedgeDelay, ProviderKind, RegionStrategy, TargetOrder};
 use crate::error::AttemptError;
@@ -330,7 +329,7 @@ impl BreakerGuard {
     /// Records the attempt's outcome.
     pub(crate) fn finish(&mut self, outcome: Outcome) {
         if let Some(permit) = self.permit.take() {
-            let now = Instant::now().into_std();
+            let now = adpa_resilience::clock::now();
             let transition = self.target.breaker.record(permit, outcome, now);
             log_transition(&self.target, transition, &self.request_id);
         }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use adpa_resilience::clock::{self, Ticks};
 use adpa_resilience::concurrency::ConcurrencyPermit;
 use adpa_resilience::{Deadline, RetryDecision};
 use rand::rngs::SmallRng;
@@ -46,12 +47,11 @@ impl Route {
         request: &ChatRequest,
         context: &RequestContext,
     ) -> Result<EngineResponse, EngineError> {
-        let started = Instant::now();
-        let deadline = Deadline::after(started, self.timeouts.total_timeout);
+        let deadline = Deadline::after(Instant::now(), self.timeouts.total_timeout);
         let needs = request.needs();
 
         // Rate limits first: a rejection there costs no queue place.
-        let mut reservation = self.check_rate_limits(&needs, context, started)?;
+        let mut reservation = self.check_rate_limits(&needs, context)?;
 
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         if let (Some(shedder), Some(limiter)) = (&self.shedder, &self.concurrency) {
@@ -77,8 +77,11 @@ impl Route {
             }
         };
 
-        self.retry_budget.deposit(started.into_std());
-        let plan = self.plan(started.into_std(), &mut rng);
+        // Limits, budgets and breakers read the time-stamp counter clock; deadlines and
+        // sleeps are on tokio's.
+        let now = clock::now();
+        self.retry_budget.deposit(now);
+        let plan = self.plan(now, &mut rng);
         let serving = Serving {
             route: self,
             request,
@@ -106,8 +109,8 @@ impl Route {
         &self,
         needs: &Needs,
         context: &RequestContext,
-        started: Instant,
     ) -> Result<TokenReservation, EngineError> {
+        let now = Ticks::now();
         let mut reservation = TokenReservation::new(needs.estimated_tokens);
         let route_scope = self.limiter.iter().map(|limiter| ("route", limiter));
         let scopes = context
@@ -115,10 +118,9 @@ impl Route {
             .iter()
             .map(|(scope, limiter)| (scope.as_str(), limiter))
             .chain(route_scope);
-        let now = started.into_std();
         for (scope, limiter) in scopes {
             if let Err(rejection) = limiter.check(needs.estimated_tokens, now) {
-                let state = LimitState::of(scope, limiter, rejection, now);
+                let state = LimitState::of(scope, limiter, rejection, now.instant());
                 tracing::info!(
                     request_id = %context.request_id,
                     route = %self.name,
@@ -278,13 +280,13 @@ impl Serving<'_> {
         }
         let tokens = self.needs.estimated_tokens;
         if let Some(limiter) = &target.limiter {
-            let now = Instant::now().into_std();
+            let now = Ticks::now();
             if let Err(rejection) = limiter.check(tokens, now) {
-                self.reopens_after(rejection.not_until.wait_from(now));
+                self.reopens_after(rejection.not_until.wait_from(now.instant()));
                 return Err(SkipReason::RateLimited);
             }
         }
-        let now = Instant::now().into_std();
+        let now = clock::now();
         if !target.quota.try_take(now, tokens) {
             if let Some(resets_at) = target.quota.exhausted_until(now, tokens) {
                 self.reopens_after(resets_at.saturating_duration_since(now));
@@ -305,7 +307,7 @@ impl Serving<'_> {
         };
         let tokens = self.needs.estimated_tokens;
         if attempted {
-            TokenReservation::release(limiter, tokens, Instant::now().into_std());
+            TokenReservation::release(limiter, tokens, clock::now());
         } else {
             limiter.undo(tokens);
         }
@@ -330,7 +332,7 @@ impl Serving<'_> {
 
     /// Asks the target's breaker for an attempt; an open breaker skips the target.
     fn breaker_guard(&mut self, target: &Arc<Target>) -> Option<BreakerGuard> {
-        let now = Instant::now().into_std();
+        let now = clock::now();
         match target.breaker.try_acquire(now) {
             Ok(permit) => {
                 log_transition(target, permit.transition(), &self.context.request_id);
@@ -431,10 +433,7 @@ impl Serving<'_> {
             );
             let reason = match decision {
                 RetryDecision::RetryAfter(_)
-                    if !self
-                        .route
-                        .retry_budget
-                        .try_withdraw(Instant::now().into_std()) =>
+                    if !self.route.retry_budget.try_withdraw(clock::now()) =>
                 {
                     "retry budget of the route used up"
                 }
@@ -556,9 +555,9 @@ impl Serving<'_> {
         }
         match self.route.hedge_delay? {
             HedgeDelay::Fixed(delay) => Some(delay),
-            HedgeDelay::Percentile(percent) => target
-                .latencies
-                .quantile(percent / 100.0, Instant::now().into_std()),
+            HedgeDelay::Percentile(percent) => {
+                target.latencies.quantile(percent / 100.0, clock::now())
+            }
         }
     }
 
@@ -570,11 +569,7 @@ impl Serving<'_> {
         delay: Duration,
     ) -> Option<(Arc<Target>, BreakerGuard)> {
         self.hedged = true;
-        if !self
-            .route
-            .retry_budget
-            .try_withdraw(Instant::now().into_std())
-        {
+        if !self.route.retry_budget.try_withdraw(clock::now()) {
             tracing::debug!(
                 request_id = %self.context.request_id,
                 target = %hedged.id,
@@ -599,7 +594,7 @@ impl Serving<'_> {
     }
 
     fn record_success(&mut self, target: &Target, elapsed: Duration, hedge: bool) {
-        let now = Instant::now().into_std();
+        let now = clock::now();
         target.latency.observe(elapsed, now);
         target.latencies.record(elapsed, now);
         if let Some(limiter) = &self.route.concurrency {
@@ -623,14 +618,14 @@ impl Serving<'_> {
         hedge: bool,
     ) {
         if error.class.counts_against_target() {
-            target.latency.observe_failure(Instant::now().into_std());
+            target.latency.observe_failure(clock::now());
         }
         let overload = matches!(
             error.class,
             ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Timeout
         );
         if let Some(limiter) = self.route.concurrency.as_ref().filter(|_| overload) {
-            limiter.record_overload(Instant::now().into_std());
+            limiter.record_overload(clock::now());
         }
         if error.class == ErrorClass::ContextLength {
             self.too_long = Some(TooLong {
@@ -652,7 +647,7 @@ impl Serving<'_> {
     /// counts towards the target's percentiles as a lower bound: leaving slow attempts
     /// out would make the target look faster than it is.
     fn record_cancelled(&mut self, target: &Target, elapsed: Duration, hedge: bool) {
-        target.latencies.record(elapsed, Instant::now().into_std());
+        target.latencies.record(elapsed, clock::now());
         self.attempts.push(AttemptRecord {
             target: Arc::clone(&target.id),
             class: None,
@@ -671,7 +666,7 @@ impl Serving<'_> {
         let body = match success {
             AttemptSuccess::Complete { bytes, usage } => {
                 let actual = usage.map(|usage| usage.total_tokens);
-                reservation.settle(actual, Instant::now().into_std());
+                reservation.settle(actual, clock::now());
                 ResponseBody::Complete { bytes, usage }
             }
             AttemptSuccess::Stream(mut stream) => {

@@ -163,7 +163,7 @@ impl State {
         let actual = self.usage.map(|usage| usage.total_tokens);
         self.reservation
             .lock()
-            .settle(actual, tokio::time::Instant::now().into_std());
+            .settle(actual, adpa_resilience::clock::now());
         tracing::trace!(
             request_id = %self.guard.request_id(),
             target = %self.guard.target().id,

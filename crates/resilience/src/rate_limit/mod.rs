@@ -10,12 +10,16 @@
 //! nanoseconds. `governor` implements the same algorithm. This one adds costs above one,
 //! refunds and charges, because token limits reconcile an estimate with the usage a
 //! provider reports.
+//!
+//! Every method takes the current time as an `Instant` or, cheaper to read, as
+//! [`Ticks`] of the time-stamp counter clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Ticks;
 use crate::ConfigError;
 
 /// Rate limit settings.
@@ -93,7 +97,7 @@ impl NotUntil {
 #[derive(Debug)]
 pub struct Gcra {
     /// Instant that TAT values count from.
-    base: Instant,
+    base: Ticks,
     /// Nanoseconds per unit of cost.
     interval: u64,
     /// Nanoseconds the TAT may run ahead of now: `interval × (burst − 1)`.
@@ -112,7 +116,7 @@ impl Gcra {
         let burst = burst.max(1);
         let interval = (per.as_nanos() as f64 / rate).round().max(1.0) as u64;
         Self {
-            base,
+            base: Ticks::from(base),
             interval,
             tolerance: interval.saturating_mul(burst - 1),
             burst,
@@ -120,8 +124,8 @@ impl Gcra {
         }
     }
 
-    fn nanos(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.base).as_nanos() as u64
+    fn nanos(&self, now: Ticks) -> u64 {
+        now.nanos_since(self.base)
     }
 
     /// Admits `cost` units at `now`, or returns when they would be admitted.
@@ -130,7 +134,8 @@ impl Gcra {
     ///
     /// Returns [`NotUntil`] when admitting the cost would exceed the burst. A cost above
     /// the burst is never admitted; its `NotUntil` is the time the bucket is full again.
-    pub fn check(&self, cost: u64, now: Instant) -> Result<(), NotUntil> {
+    pub fn check(&self, cost: u64, now: impl Into<Ticks>) -> Result<(), NotUntil> {
+        let now = now.into();
         let now_nanos = self.nanos(now);
         let increment = self.interval.saturating_mul(cost);
         let mut tat = self.tat.load(Ordering::Acquire);
@@ -144,7 +149,7 @@ impl Gcra {
             if next > allowed_until {
                 let wait = next - allowed_until;
                 return Err(NotUntil {
-                    at: now + Duration::from_nanos(wait),
+                    at: now.add_nanos(wait).instant(),
                 });
             }
             match self
@@ -171,8 +176,8 @@ impl Gcra {
     /// Charges `units` beyond what was admitted, such as tokens a provider reported
     /// above the estimate. The charge may push the limiter past its burst, so that
     /// later checks wait until it has drained.
-    pub fn charge(&self, units: u64, now: Instant) {
-        let now_nanos = self.nanos(now);
+    pub fn charge(&self, units: u64, now: impl Into<Ticks>) {
+        let now_nanos = self.nanos(now.into());
         let increment = self.interval.saturating_mul(units);
         let _ = self
             .tat
@@ -182,8 +187,8 @@ impl Gcra {
     }
 
     /// Returns the units that would be admitted at `now`.
-    pub fn remaining(&self, now: Instant) -> u64 {
-        let now_nanos = self.nanos(now);
+    pub fn remaining(&self, now: impl Into<Ticks>) -> u64 {
+        let now_nanos = self.nanos(now.into());
         let tat = self.tat.load(Ordering::Acquire).max(now_nanos);
         let used = tat - now_nanos;
         let capacity = self.tolerance + self.interval;
@@ -191,8 +196,8 @@ impl Gcra {
     }
 
     /// Returns the time from `now` until the limiter is full again.
-    pub fn reset_after(&self, now: Instant) -> Duration {
-        let now_nanos = self.nanos(now);
+    pub fn reset_after(&self, now: impl Into<Ticks>) -> Duration {
+        let now_nanos = self.nanos(now.into());
         let tat = self.tat.load(Ordering::Acquire);
         Duration::from_nanos(tat.saturating_sub(now_nanos))
     }
@@ -264,7 +269,8 @@ impl RateLimiter {
     /// # Errors
     ///
     /// Returns [`Rejection`] naming the limit and when the request would pass.
-    pub fn check(&self, tokens: u64, now: Instant) -> Result<(), Rejection> {
+    pub fn check(&self, tokens: u64, now: impl Into<Ticks>) -> Result<(), Rejection> {
+        let now = now.into();
         self.requests.check(1, now).map_err(|not_until| Rejection {
             limit: Limit::Requests,
             not_until,
@@ -286,7 +292,7 @@ impl RateLimiter {
 
     /// Reconciles the `estimated` tokens admitted for a request with the `actual` tokens
     /// the provider reported: refunds an over-estimate, charges an under-estimate.
-    pub fn reconcile(&self, estimated: u64, actual: u64, now: Instant) {
+    pub fn reconcile(&self, estimated: u64, actual: u64, now: impl Into<Ticks>) {
         let Some(limiter) = &self.tokens else {
             return;
         };
@@ -308,17 +314,18 @@ impl RateLimiter {
     }
 
     /// Returns the requests that would be admitted at `now`.
-    pub fn remaining_requests(&self, now: Instant) -> u64 {
+    pub fn remaining_requests(&self, now: impl Into<Ticks>) -> u64 {
         self.requests.remaining(now)
     }
 
     /// Returns the tokens that would be admitted at `now`, when tokens are limited.
-    pub fn remaining_tokens(&self, now: Instant) -> Option<u64> {
+    pub fn remaining_tokens(&self, now: impl Into<Ticks>) -> Option<u64> {
+        let now = now.into();
         self.tokens.as_ref().map(|limiter| limiter.remaining(now))
     }
 
     /// Returns the time from `now` until the request limit is full again.
-    pub fn requests_reset_after(&self, now: Instant) -> Duration {
+    pub fn requests_reset_after(&self, now: impl Into<Ticks>) -> Duration {
         self.requests.reset_after(now)
     }
 }
