@@ -124,3 +124,63 @@ async fn key_is_checked_before_anything_else() {
     .await;
     assert_eq!(reply.status, 200);
 }
+
+async fn chat_timed(
+    addr: std::net::SocketAddr,
+    key: String,
+    priority: Option<&'static str>,
+) -> (u16, std::time::Instant) {
+    let authorization = format!("Bearer {key}");
+    let mut headers = vec![("authorization", authorization.as_str())];
+    headers.extend(priority.map(|value| ("x-adpa-priority", value)));
+    let reply = chat_with_headers(addr, chat_body("chat", false), &headers).await;
+    (reply.status, std::time::Instant::now())
+}
+
+#[tokio::test]
+async fn key_priority_orders_the_concurrency_queue() {
+    use std::time::Duration;
+
+    use adpa_testkit::sim::{FaultScript, Latency, SimHandle};
+
+    let script = FaultScript {
+        latency: Latency {
+            fixed: Duration::from_millis(200),
+            ..Latency::default()
+        },
+        ..FaultScript::default()
+    };
+    let upstream = SimHandle::start_local("slow", script).await.unwrap();
+    let (batch, batch_hash) = new_secret();
+    let (interactive, interactive_hash) = new_secret();
+    let config = format!(
+        "{}[routes.chat]\nprimary = \"slow\"\n\
+         [routes.chat.concurrency]\nmax_concurrent = 1\nqueue_size = 10\n\
+         [[keys]]\nname = \"batch\"\nhash = \"{batch_hash}\"\npriority = \"low\"\n\
+         [[keys]]\nname = \"interactive\"\nhash = \"{interactive_hash}\"\npriority = \"high\"\n",
+        provider("slow", &upstream)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+    let addr = gateway.addr();
+
+    let holder = tokio::spawn(chat_timed(addr, batch.clone(), None));
+    assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 1).await);
+
+    // The batch key asks for high priority, but its key does not allow the header: it
+    // stays low, and the interactive key, queued after it, goes first.
+    let queued_batch = tokio::spawn(chat_timed(addr, batch, Some("high")));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let queued_interactive = tokio::spawn(chat_timed(addr, interactive, None));
+
+    let (holder_status, _) = holder.await.unwrap();
+    let (batch_status, batch_done) = queued_batch.await.unwrap();
+    let (interactive_status, interactive_done) = queued_interactive.await.unwrap();
+    assert_eq!(
+        (holder_status, batch_status, interactive_status),
+        (200, 200, 200)
+    );
+    assert!(
+        interactive_done < batch_done,
+        "the interactive key's request finished after the batch key's"
+    );
+}
