@@ -240,9 +240,10 @@ pub struct RouteConfig {
 pub enum HedgeDelay {
     /// A fixed time.
     Fixed(Duration),
-    /// A percentile, above 0 and below 100, of the successful attempts' latency on the
-    /// target over the last 10 to 20 seconds. Until the target has 20 such samples, no
-    /// hedge is sent.
+    /// A percentile, above 0 and below 100, of the latency of the target's recent
+    /// attempts (the last 10 to 20 seconds): successful ones, and first attempts dropped
+    /// for their hedge, with the time they ran. Streamed and plain requests are counted
+    /// apart. Until the target has 20 samples of the kind, no hedge is sent.
     Percentile(f64),
 }
 

@@ -145,6 +145,8 @@ pub struct AttemptError {
     pub message: String,
     /// The delay the target asked for before a retry.
     pub retry_after: Option<Duration>,
+    /// The request's own deadline ended the attempt, not a fault of the target.
+    pub cut_by_deadline: bool,
 }
 
 impl AttemptError {
@@ -155,6 +157,7 @@ impl AttemptError {
             status: None,
             message: message.into(),
             retry_after: None,
+            cut_by_deadline: false,
         }
     }
 
@@ -168,6 +171,15 @@ impl AttemptError {
     pub fn with_retry_after(mut self, delay: Option<Duration>) -> Self {
         self.retry_after = delay;
         self
+    }
+
+    /// Returns whether the failure says something about the target's health: its class
+    /// counts against targets, unless the request's deadline cut a hedged attempt short.
+    /// A hedge starts late, so the deadline may leave it less time than the target
+    /// needs; a first attempt that runs into the deadline still counts, or a target that
+    /// hangs past a short `total_timeout` would never open its breaker.
+    pub(crate) fn blames_target(&self, hedge: bool) -> bool {
+        self.class.counts_against_target() && !(hedge && self.cut_by_deadline)
     }
 }
 

@@ -1,6 +1,6 @@
 //! A cheap monotonic clock for the checks made on every request.
 //!
-//! `Instant::now()` asks the kernel's clock, which costs about 25 ns on a virtual
+//! `Instant::now()` reads the kernel's clock, which costs about 25 ns on a virtual
 //! machine, more than the rate limiter's own check. [`Ticks::now`] reads the CPU's
 //! time-stamp counter through `quanta`, calibrated against the monotonic clock, as a
 //! count of nanoseconds from an anchor taken when the clock is first read. Where the
@@ -8,8 +8,9 @@
 //!
 //! Ticks convert to and from `std::time::Instant` exactly, so code that takes an
 //! `Instant` (tests with a fixed clock, above all) mixes with code that reads ticks. The
-//! counter may drift from the monotonic clock by its calibration error, a few parts per
-//! million; a limiter that reads one of the two clocks for all its calls never sees it.
+//! two clocks drift apart slowly: the counter's rate is calibrated once, and NTP slews
+//! the monotonic clock but not the counter. A limiter that reads one of the two clocks
+//! for all its calls never sees that drift.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

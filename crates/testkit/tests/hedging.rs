@@ -204,3 +204,69 @@ async fn percentile_delay_follows_recent_latency() {
     assert!(latency < Duration::from_millis(450), "{latency:?}");
     assert_eq!(fast.stats().requests, 1);
 }
+
+#[tokio::test]
+async fn both_failing_moves_on_and_hands_back_the_hedge_charge() {
+    let mut failing_slowly = with_latency(300);
+    failing_slowly.faults = vec![status_fault(503)];
+    let slow = SimHandle::start_local("slow", failing_slowly)
+        .await
+        .unwrap();
+    let broken = sim("broken", vec![status_fault(500)]).await;
+    let healthy = sim("healthy", vec![]).await;
+    // The hedged target's token limit holds two requests' estimates: a charge that was
+    // not handed back after a failed hedge would rule it out from the third request on.
+    let config = format!(
+        "{}{}[providers.broken.rate_limit]\nrequests_per_second = 100\nburst_size = 100\ntokens_per_minute = 20\n\
+         {}[routes.chat]\nprimary = \"slow\"\nsecondaries = [\"broken\", \"healthy\"]\nhedge_delay = \"100ms\"\n\
+         [routes.chat.retry]\nbudget_ratio = 1.0\nbase_delay = \"10ms\"\n",
+        provider("slow", &slow),
+        provider("broken", &broken),
+        provider("healthy", &healthy),
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    for _ in 0..4 {
+        let reply = chat(gateway.addr(), "chat").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-adpa-provider"), Some("healthy"));
+        assert_eq!(reply.header("x-adpa-attempts"), Some("3"));
+    }
+    // The first target answers 503, which is retryable, but with its hedge failed too
+    // the request moved on at once instead of retrying it.
+    assert_eq!(slow.stats().requests, 4);
+    assert_eq!(broken.stats().requests, 4);
+    assert_eq!(healthy.stats().requests, 4);
+}
+
+#[tokio::test]
+async fn no_hedge_without_a_target_that_suits() {
+    let slow = sim_with_latency("slow", 400).await;
+    let fast = sim_with_latency("fast", 20).await;
+    // One hedge in the budget's window: spending it on a request that cannot hedge
+    // would leave none for the next one.
+    let config = format!(
+        "[providers.slow]\nkind = \"openai\"\nbase_url = \"{}\"\nmodels = [\"m\"]\n\
+         [providers.fast]\nkind = \"openai\"\nbase_url = \"{}\"\nmodels = [\"m\"]\n\
+         [routes.chat]\nprimary = \"slow\"\nsecondaries = [\"fast\"]\nhedge_delay = \"100ms\"\n\
+         models = [{{ name = \"slow/m\", weight = 1.0 }}, {{ name = \"fast/m\", weight = 0.9, tools = false }}]\n\
+         [routes.chat.retry]\nbudget_ratio = 0.0\nbudget_min_per_second = 0.1\nbudget_window = \"10s\"\n",
+        slow.base_url(),
+        fast.base_url()
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    let with_tools = serde_json::json!({
+        "model": "chat",
+        "messages": [{"role": "user", "content": "What is the weather?"}],
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+    });
+    let reply = chat_with_headers(gateway.addr(), with_tools.to_string(), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-adpa-provider"), Some("slow"));
+    assert_eq!(fast.stats().requests, 0);
+
+    let reply = chat(gateway.addr(), "chat").await;
+    assert_eq!(reply.header("x-adpa-provider"), Some("fast"));
+    assert_eq!(reply.header("x-adpa-attempts"), Some("2"));
+}

@@ -114,8 +114,10 @@ impl BodyReader {
 }
 
 pub(crate) fn deadline_error() -> AttemptError {
-    AttemptError::new(
+    let mut error = AttemptError::new(
         ErrorClass::Timeout,
         "request deadline (total_timeout) exceeded",
-    )
+    );
+    error.cut_by_deadline = true;
+    error
 }

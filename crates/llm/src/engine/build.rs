@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adpa_resilience::concurrency::{ConcurrencyConfig, ConcurrencyLimiter};
-use adpa_resilience::latency::{LatencyHistogram, PeakEwma};
+use adpa_resilience::latency::PeakEwma;
 use adpa_resilience::load_shed::{LoadShedConfig, LoadShedder};
 use adpa_resilience::rate_limit::{RateLimitConfig, RateLimiter};
 use adpa_resilience::retry::RetryBudget;
@@ -15,7 +15,7 @@ use adpa_resilience::{
 use http::HeaderValue;
 use indexmap::IndexMap;
 
-use super::{Endpoint, Engine, ModelSpec, Route, RouteProvider, Target};
+use super::{Endpoint, Engine, Latencies, ModelSpec, Route, RouteProvider, Target};
 use crate::config::{
     expand_env, ConfigErrors, ConfigIssue, EngineConfig, FailoverPolicy, PolicyConfig,
     ProviderConfig, ProviderKind, RegionStrategy, RouteConfig, TargetOrder,
@@ -563,7 +563,7 @@ fn build_target(
         model: Arc::clone(model),
         breaker,
         latency: PeakEwma::new(LATENCY_DECAY),
-        latencies: LatencyHistogram::new(HEDGE_WINDOW, adpa_resilience::clock::now()),
+        latencies: Latencies::new(HEDGE_WINDOW, adpa_resilience::clock::now()),
         limiter: new_limiter(rate_limit),
         quota: Default::default(),
     }))

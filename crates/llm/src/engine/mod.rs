@@ -5,12 +5,15 @@
 mod attempt;
 mod body;
 mod build;
+mod charge;
 mod explain;
+mod hedge;
 mod limits;
 mod outcome;
 mod plan;
 mod quota;
 mod route;
+mod serving;
 mod strategy;
 mod stream;
 
@@ -173,11 +176,38 @@ pub(crate) struct Target {
     pub(crate) breaker: CircuitBreaker,
     pub(crate) latency: PeakEwma,
     /// Recent latency percentiles, for a hedge delay given as a percentile.
-    pub(crate) latencies: LatencyHistogram,
+    pub(crate) latencies: Latencies,
     /// The provider's rate limit, one per target.
     pub(crate) limiter: Option<Arc<RateLimiter>>,
     /// The remaining requests the provider last reported for this target.
     pub(crate) quota: quota::QuotaTracker,
+}
+
+/// Recent latency percentiles of a target, kept apart for streams (measured to the
+/// first content) and plain responses (measured to the whole body), which differ too
+/// much to share one percentile.
+#[derive(Debug)]
+pub(crate) struct Latencies {
+    plain: LatencyHistogram,
+    stream: LatencyHistogram,
+}
+
+impl Latencies {
+    pub(crate) fn new(window: Duration, start: std::time::Instant) -> Self {
+        Self {
+            plain: LatencyHistogram::new(window, start),
+            stream: LatencyHistogram::new(window, start),
+        }
+    }
+
+    /// Returns the percentiles of streamed or of plain responses.
+    pub(crate) fn of(&self, stream: bool) -> &LatencyHistogram {
+        if stream {
+            &self.stream
+        } else {
+            &self.plain
+        }
+    }
 }
 
 /// One endpoint of a provider: a region, or the provider itself without regions.
@@ -303,6 +333,8 @@ pub(crate) struct BreakerGuard {
     target: Arc<Target>,
     permit: Option<adpa_resilience::circuit_breaker::Permit>,
     request_id: Arc<str>,
+    /// The attempt is a hedge.
+    hedge: bool,
 }
 
 impl BreakerGuard {
@@ -310,11 +342,13 @@ impl BreakerGuard {
         target: Arc<Target>,
         permit: adpa_resilience::circuit_breaker::Permit,
         request_id: Arc<str>,
+        hedge: bool,
     ) -> Self {
         Self {
             target,
             permit: Some(permit),
             request_id,
+            hedge,
         }
     }
 
@@ -346,7 +380,7 @@ impl BreakerGuard {
 
     /// Records a failure by its class.
     pub(crate) fn fail(&mut self, error: &AttemptError) {
-        let outcome = if error.class.counts_against_target() {
+        let outcome = if error.blames_target(self.hedge) {
             Outcome::Failure
         } else {
             Outcome::Ignored

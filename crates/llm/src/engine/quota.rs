@@ -79,6 +79,18 @@ impl QuotaTracker {
         true
     }
 
+    /// Gives back a request of `tokens` tokens that [`QuotaTracker::try_take`] took for
+    /// a request that was never sent after all.
+    pub(crate) fn give_back(&self, tokens: u64, now: Instant) {
+        let mut state = self.state.lock();
+        if let Some(quota) = Quota::current(&mut state.requests, now) {
+            quota.remaining += 1;
+        }
+        if let Some(quota) = Quota::current(&mut state.tokens, now) {
+            quota.remaining += tokens;
+        }
+    }
+
     /// Returns when the quota that stops a request of `tokens` tokens resets, if the
     /// target is out of it at `now`.
     pub(crate) fn exhausted_until(&self, now: Instant, tokens: u64) -> Option<Instant> {
@@ -270,6 +282,25 @@ mod tests {
         tracker.observe(&report, now);
         let admitted = (0..10).filter(|_| tracker.try_take(now, 10)).count();
         assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn unsent_request_gives_quota_back() {
+        let tracker = QuotaTracker::default();
+        let now = Instant::now();
+        tracker.observe(
+            &headers(&[
+                ("x-ratelimit-remaining-requests", "1"),
+                ("x-ratelimit-reset-requests", "10s"),
+                ("x-ratelimit-remaining-tokens", "100"),
+                ("x-ratelimit-reset-tokens", "10s"),
+            ]),
+            now,
+        );
+        assert!(tracker.try_take(now, 100));
+        assert!(!tracker.try_take(now, 1));
+        tracker.give_back(100, now);
+        assert!(tracker.try_take(now, 100));
     }
 
     #[test]

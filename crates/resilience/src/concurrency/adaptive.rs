@@ -22,6 +22,13 @@
 //! idle route does not drift to its ceiling and then flood the provider when traffic
 //! comes back.
 //!
+//! The baseline follows slowly, so that a provider's queueing does not become its new
+//! normal. When latency stays high even at `min_concurrent`, the gateway cannot reduce
+//! the load any further, so the measured latency is the provider's latency at that load:
+//! a lasting change such as a slower model version. There the baseline closes a quarter of
+//! the gap per window, and the limit grows again after a few windows instead of after
+//! hundreds of samples.
+//!
 //! A gradient suits LLM traffic better than AIMD on a latency threshold: latency differs
 //! by model and prompt size, so a fixed threshold would be wrong for most routes, while
 //! a ratio to the route's own baseline needs no setting. Providers also signal overload
@@ -46,7 +53,7 @@ const GROWTH: f64 = 0.5;
 /// Factor applied to the limit on an overload error.
 const DECREASE: f64 = 0.9;
 
-/// Fewest samples that close a window.
+/// Minimum samples that close a window.
 const WINDOW_SAMPLES: u32 = 5;
 
 /// Shortest window, so that very fast upstreams do not move the limit per request.
@@ -55,6 +62,10 @@ const MIN_WINDOW: Duration = Duration::from_millis(50);
 /// A baseline this many times the recent latency has outlived a past slow period and
 /// decays faster.
 const STALE_BASELINE: f64 = 2.0;
+
+/// Share of the gap to the window's latency the baseline closes per window while the
+/// limit sits at its floor.
+const FLOOR_CATCH_UP: f64 = 0.25;
 
 /// The state of one adaptive limit.
 #[derive(Debug, Clone)]
@@ -79,8 +90,8 @@ struct Window {
 }
 
 impl Gradient {
-    /// Starts at the ceiling `max`: until latency or errors say otherwise, the limit
-    /// is the configured one.
+    /// Creates a limit that starts at the ceiling `max`, the configured limit, until
+    /// latency or errors lower it.
     pub(crate) fn new(min: u32, max: u32) -> Self {
         Self {
             min: f64::from(min),
@@ -94,7 +105,7 @@ impl Gradient {
         }
     }
 
-    /// The limit in whole requests.
+    /// Returns the limit in whole requests.
     pub(crate) fn limit(&self) -> u32 {
         self.limit.floor() as u32
     }
@@ -125,6 +136,9 @@ impl Gradient {
         self.recent = window.sum / f64::from(window.count);
         if self.baseline > self.recent * STALE_BASELINE {
             self.baseline *= 0.95;
+        }
+        if self.limit <= self.min && self.recent > self.baseline {
+            self.baseline += (self.recent - self.baseline) * FLOOR_CATCH_UP;
         }
         let gradient = (TOLERANCE * self.baseline / self.recent).clamp(0.5, 1.0);
         let limit = if gradient < 1.0 {
@@ -190,7 +204,7 @@ mod tests {
         feed(&mut gradient, &mut clock, ms(100), 5, None);
 
         // Latency triples: the provider is queueing. Each window about halves the
-        // limit; the first also holds a few samples from before.
+        // limit; the first also contains a few samples from before.
         feed(&mut gradient, &mut clock, ms(300), 1, None);
         let once = gradient.limit();
         assert!((50..=60).contains(&once), "{once}");
@@ -204,6 +218,20 @@ mod tests {
         // Back to the baseline: the limit climbs back to the ceiling.
         feed(&mut gradient, &mut clock, ms(100), 30, None);
         assert_eq!(gradient.limit(), 100);
+    }
+
+    #[test]
+    fn lasting_slowdown_becomes_the_baseline() {
+        let mut clock = Instant::now();
+        let mut gradient = Gradient::new(1, 100);
+        feed(&mut gradient, &mut clock, ms(100), 5, None);
+
+        // Latency triples for good, whatever the load: the limit falls to the floor,
+        // then the baseline catches up and the limit grows back.
+        feed(&mut gradient, &mut clock, ms(300), 10, None);
+        assert_eq!(gradient.limit(), 1);
+        feed(&mut gradient, &mut clock, ms(300), 40, None);
+        assert!(gradient.limit() >= 20, "{}", gradient.limit());
     }
 
     #[test]
@@ -245,7 +273,7 @@ mod tests {
         let mut clock = Instant::now();
         let mut gradient = Gradient::new(5, 20);
         feed(&mut gradient, &mut clock, ms(10), 5, None);
-        feed(&mut gradient, &mut clock, ms(10_000), 10, None);
+        feed(&mut gradient, &mut clock, ms(10_000), 3, None);
         assert_eq!(gradient.limit(), 5);
         for step in 0..100 {
             gradient.on_overload(clock + Duration::from_secs(step * 20));
