@@ -91,6 +91,26 @@ async fn only_target_limited_returns_429() {
 }
 
 #[tokio::test]
+async fn provider_limit_is_shared_by_routes() {
+    let upstream = sim("only", vec![]).await;
+    // Two written routes and the implicit one for `sim-model` all reach the same
+    // provider model, whose limit admits two requests at once.
+    let config = format!(
+        "[providers.only]\nkind = \"openai\"\nbase_url = \"{}\"\nmodels = [\"sim-model\"]\n\
+         [providers.only.rate_limit]\nrequests_per_second = 0.1\nburst_size = 2\n\
+         [routes.chat]\nprimary = \"only\"\n[routes.other]\nprimary = \"only\"\n",
+        upstream.base_url()
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    assert_eq!(chat(gateway.addr(), "chat").await.status, 200);
+    assert_eq!(chat(gateway.addr(), "other").await.status, 200);
+    assert_eq!(chat(gateway.addr(), "other").await.status, 429);
+    assert_eq!(chat(gateway.addr(), "sim-model").await.status, 429);
+    assert_eq!(upstream.stats().requests, 2);
+}
+
+#[tokio::test]
 async fn tokens_are_reconciled_with_stream_usage() {
     let upstream = sim("only", vec![]).await;
     let config = format!(

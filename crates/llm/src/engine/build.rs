@@ -1,5 +1,7 @@
 //! Building an engine from its config, with every problem reported by key path.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use adpa_resilience::{
 use http::HeaderValue;
 use indexmap::IndexMap;
 
+use super::quota::QuotaTracker;
 use super::{Endpoint, Engine, Latencies, ModelSpec, Route, RouteProvider, Target};
 use crate::config::{
     expand_env, ConfigErrors, ConfigIssue, EngineConfig, FailoverPolicy, PolicyConfig,
@@ -33,6 +36,32 @@ const HEDGE_WINDOW: Duration = Duration::from_secs(20);
 struct BuiltProvider<'a> {
     config: &'a ProviderConfig,
     endpoints: Vec<Arc<Endpoint>>,
+    /// The provider's limits per endpoint (by index) and model, shared by every route
+    /// that reaches them: the provider counts its limits per key and model, whatever
+    /// the route.
+    limits: RefCell<HashMap<(usize, Arc<str>), ProviderLimits>>,
+}
+
+/// The limits of one provider endpoint and model: the configured rate limit and the
+/// quota the provider reports.
+#[derive(Clone)]
+struct ProviderLimits {
+    limiter: Option<Arc<RateLimiter>>,
+    quota: Arc<QuotaTracker>,
+}
+
+impl BuiltProvider<'_> {
+    /// Returns the limits of the endpoint at `index` for `model`, created on first use.
+    fn limits(&self, index: usize, model: &Arc<str>) -> ProviderLimits {
+        self.limits
+            .borrow_mut()
+            .entry((index, Arc::clone(model)))
+            .or_insert_with(|| ProviderLimits {
+                limiter: new_limiter(self.config.rate_limit.as_ref()),
+                quota: Arc::default(),
+            })
+            .clone()
+    }
 }
 
 impl Engine {
@@ -65,6 +94,7 @@ impl Engine {
                         BuiltProvider {
                             config: provider,
                             endpoints,
+                            limits: RefCell::default(),
                         },
                     );
                 }
@@ -396,8 +426,10 @@ fn route_provider(
             built
                 .endpoints
                 .iter()
-                .filter_map(|endpoint| {
-                    build_target(endpoint, model, breaker, built.config.rate_limit.as_ref())
+                .enumerate()
+                .filter_map(|(index, endpoint)| {
+                    let limits = built.limits(index, &model.name);
+                    build_target(endpoint, model, breaker, limits)
                 })
                 .collect()
         })
@@ -549,7 +581,7 @@ fn build_target(
     endpoint: &Arc<Endpoint>,
     model: &Arc<ModelSpec>,
     breaker: &CircuitBreakerConfig,
-    rate_limit: Option<&RateLimitConfig>,
+    limits: ProviderLimits,
 ) -> Option<Arc<Target>> {
     // The breaker settings were validated with the route; an invalid one was reported.
     let breaker = CircuitBreaker::new(breaker.clone()).ok()?;
@@ -564,8 +596,8 @@ fn build_target(
         breaker,
         latency: PeakEwma::new(LATENCY_DECAY),
         latencies: Latencies::new(HEDGE_WINDOW, adpa_resilience::clock::now()),
-        limiter: new_limiter(rate_limit),
-        quota: Default::default(),
+        limiter: limits.limiter,
+        quota: limits.quota,
     }))
 }
 

@@ -177,10 +177,12 @@ pub(crate) struct Target {
     pub(crate) latency: PeakEwma,
     /// Recent latency percentiles, for a hedge delay given as a percentile.
     pub(crate) latencies: Latencies,
-    /// The provider's rate limit, one per target.
+    /// The provider's rate limit for this endpoint and model, shared with every route
+    /// that reaches them.
     pub(crate) limiter: Option<Arc<RateLimiter>>,
-    /// The remaining requests the provider last reported for this target.
-    pub(crate) quota: quota::QuotaTracker,
+    /// The requests and tokens the provider last reported left for this endpoint and
+    /// model, shared like `limiter`.
+    pub(crate) quota: Arc<quota::QuotaTracker>,
 }
 
 /// Recent latency percentiles of a target, kept apart for streams (measured to the
