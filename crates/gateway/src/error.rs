@@ -177,11 +177,19 @@ impl ApiError {
                 retry_after,
                 skipped,
             } => {
+                // Every target that was tried could not express the request in its
+                // format: the request needs changing, not the providers.
+                let untranslatable = attempts
+                    .iter()
+                    .all(|a| a.class == Some(ErrorClass::InvalidRequest) && a.status.is_none());
                 let (status, kind, code) = match last.class {
                     ErrorClass::RateLimited
                     | ErrorClass::QuotaExhausted
                     | ErrorClass::ContextLength
                     | ErrorClass::ContentFilter => class_response(last.class),
+                    ErrorClass::InvalidRequest if untranslatable => {
+                        class_response(ErrorClass::InvalidRequest)
+                    }
                     _ => (
                         StatusCode::BAD_GATEWAY,
                         "server_error",

@@ -279,3 +279,37 @@ async fn untranslatable_request_fails_over() {
     assert_eq!(reply.header("x-adpa-provider"), Some("backup"));
     assert_eq!(anthropic.stats().requests, 0);
 }
+
+#[tokio::test]
+async fn legacy_functions_reach_only_openai_targets() {
+    let gemini = sim("gemini", vec![]).await;
+    let backup = sim("backup", vec![]).await;
+    let config = format!(
+        "{}{}[routes.chat]\nprimary = \"gem\"\nsecondaries = [\"backup\"]\n\
+         [routes.native]\nprimary = \"gem\"\n",
+        native("gem", "gemini", &gemini, "gemini-1.5-pro"),
+        provider("backup", &backup)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+    let legacy = |route: &str| {
+        json!({
+            "model": route,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}],
+            "functions": [{"name": "weather", "parameters": {"type": "object"}}],
+        })
+    };
+
+    let reply = send_json(gateway.addr(), legacy("chat")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-adpa-provider"), Some("backup"));
+
+    // Without an OpenAI-compatible target the client learns what to send instead.
+    let reply = send_json(gateway.addr(), legacy("native")).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("send `tools`"), "{message}");
+    assert_eq!(gemini.stats().requests, 0);
+}

@@ -94,7 +94,7 @@ pub fn request_body(request: &ChatRequest, model: &str) -> Result<Bytes, Attempt
     if request.is_stream() {
         body.insert("stream".into(), json!(true));
     }
-    let tools: Vec<Value> = functions(request)
+    let tools: Vec<Value> = functions(request)?
         .into_iter()
         .map(|(name, description, parameters)| {
             json!({"name": name, "description": description, "input_schema": parameters})

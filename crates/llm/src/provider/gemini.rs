@@ -112,10 +112,13 @@ pub fn request_body(request: &ChatRequest) -> Result<Bytes, AttemptError> {
         body.insert("generationConfig".into(), Value::Object(generation));
     }
 
-    let declarations: Vec<Value> = functions(request)
+    // `parametersJsonSchema` takes the JSON Schema of an OpenAI tool as it is, while
+    // `parameters` takes only Gemini's OpenAPI subset and has answered 400 to keys such
+    // as `additionalProperties`, `$schema` and `const`.
+    let declarations: Vec<Value> = functions(request)?
         .into_iter()
         .map(|(name, description, parameters)| {
-            json!({"name": name, "description": description, "parameters": parameters})
+            json!({"name": name, "description": description, "parametersJsonSchema": parameters})
         })
         .collect();
     if !declarations.is_empty() {

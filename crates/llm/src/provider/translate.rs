@@ -82,11 +82,26 @@ pub(crate) fn max_tokens(request: &ChatRequest) -> Option<u64> {
 }
 
 /// The function definitions of `tools`: name, description and parameters.
-pub(crate) fn functions(request: &ChatRequest) -> Vec<(String, Option<String>, Value)> {
+///
+/// The legacy `functions` and `function_call` fields are rejected rather than dropped:
+/// a client that sends them expects a `function_call` in the reply, which these
+/// formats cannot give, and a request without its functions would succeed wrongly.
+/// The error lets the request fail over to an OpenAI-compatible target.
+pub(crate) fn functions(
+    request: &ChatRequest,
+) -> Result<Vec<(String, Option<String>, Value)>, AttemptError> {
+    if request.member_value("functions").is_some()
+        || request.member_value("function_call").is_some()
+    {
+        return Err(invalid(
+            "the legacy `functions` and `function_call` fields only reach OpenAI-compatible \
+             providers; send `tools` and `tool_choice` instead",
+        ));
+    }
     let Some(Value::Array(tools)) = request.member_value("tools") else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    tools
+    let declared = tools
         .iter()
         .filter_map(|tool| {
             let function = &tool["function"];
@@ -98,7 +113,8 @@ pub(crate) fn functions(request: &ChatRequest) -> Vec<(String, Option<String>, V
             };
             Some((name, description, parameters))
         })
-        .collect()
+        .collect();
+    Ok(declared)
 }
 
 /// Parses the JSON `arguments` string of a tool call, keeping text that is not JSON as

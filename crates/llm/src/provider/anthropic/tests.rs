@@ -216,3 +216,20 @@ fn stream_tool_calls() {
         "{\"x\""
     );
 }
+
+#[test]
+fn legacy_functions_are_rejected() {
+    let legacy = request(json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "Weather?"}],
+        "functions": [{"name": "weather", "parameters": {"type": "object"}}],
+        "function_call": "auto",
+    }));
+    let error = request_body(&legacy, "m").unwrap_err();
+    assert_eq!(error.class, ErrorClass::InvalidRequest);
+    assert_eq!(
+        error.status, None,
+        "a rejection without a status fails over"
+    );
+    assert!(error.message.contains("send `tools`"), "{}", error.message);
+}

@@ -139,6 +139,10 @@ fn translates_request() {
         "lookup"
     );
     assert_eq!(
+        body["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"],
+        json!({"type": "object"})
+    );
+    assert_eq!(
         body["toolConfig"]["functionCallingConfig"]["allowedFunctionNames"],
         json!(["lookup"])
     );
@@ -240,4 +244,19 @@ fn stream_error_chunk_is_classified() {
         .decode(chunk(json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}})))
         .unwrap_err();
     assert_eq!(error.class, ErrorClass::Overloaded);
+}
+
+#[test]
+fn legacy_functions_are_rejected() {
+    let legacy = request(json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "Weather?"}],
+        "functions": [{"name": "weather", "parameters": {"type": "object"}}],
+    }));
+    let error = request_body(&legacy).unwrap_err();
+    assert_eq!(error.class, ErrorClass::InvalidRequest);
+    assert_eq!(
+        error.status, None,
+        "a rejection without a status fails over"
+    );
 }
