@@ -100,7 +100,7 @@ impl GatewayConfig {
                     };
                     LoadError::Invalid {
                         path,
-                        message: err.into_inner().to_string(),
+                        message: err.into_inner().message().to_owned(),
                     }
                 },
             )?;
@@ -110,7 +110,7 @@ impl GatewayConfig {
             let path = err.path().to_string();
             LoadError::Invalid {
                 path,
-                message: err.into_inner().to_string(),
+                message: err.into_inner().message().to_owned(),
             }
         })
     }

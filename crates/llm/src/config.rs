@@ -280,8 +280,37 @@ impl Serialize for HedgeDelay {
 
 impl<'de> Deserialize<'de> for HedgeDelay {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
+        struct DelayVisitor;
+
+        impl serde::de::Visitor<'_> for DelayVisitor {
+            type Value = HedgeDelay;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"200ms\" or a percentile such as \"p95\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<HedgeDelay, E> {
+                HedgeDelay::parse(text).map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<HedgeDelay, E> {
+                Err(E::custom(format!(
+                    "a number has no unit: write a duration such as \"{value}ms\", or a percentile such as \"p95\""
+                )))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<HedgeDelay, E> {
+                self.visit_i64(value as i64)
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<HedgeDelay, E> {
+                Err(E::custom(format!(
+                    "a number has no unit: write a duration such as \"{value}s\", or a percentile such as \"p95\""
+                )))
+            }
+        }
+
+        deserializer.deserialize_any(DelayVisitor)
     }
 }
 
@@ -629,7 +658,8 @@ mod tests {
             ("\"pfast\"", "above 0 and below 100"),
             ("\"0s\"", "leave hedge_delay out"),
             ("\"soon\"", "a percentile such as"),
-            ("200", "invalid type"),
+            ("200", "a duration such as \"200ms\""),
+            ("true", "a duration such as"),
         ] {
             let error = route(value).unwrap_err();
             assert!(error.contains(message), "{value}: {error}");

@@ -147,7 +147,7 @@ fn concurrency(c: &mut Criterion) {
         queue_size: 100,
         queue_timeout: Duration::from_secs(5),
         adaptive: false,
-        min_concurrent: 1,
+        min_concurrent: None,
     };
     let limiter = ConcurrencyLimiter::new(config.clone()).unwrap();
     group.bench_function("free slot", |b| b.iter(|| acquire_release(&limiter)));

@@ -270,3 +270,34 @@ async fn no_hedge_without_a_target_that_suits() {
     assert_eq!(reply.header("x-adpa-provider"), Some("fast"));
     assert_eq!(reply.header("x-adpa-attempts"), Some("2"));
 }
+
+#[tokio::test]
+async fn check_warns_about_hedges_that_cannot_start() {
+    let one = sim("one", vec![]).await;
+    let two = sim("two", vec![]).await;
+    let config = format!(
+        "{}{}[routes.alone]\nprimary = \"one\"\nhedge_delay = \"200ms\"\n\
+         [routes.late]\nprimary = \"one\"\nsecondaries = [\"two\"]\nhedge_delay = \"10m\"\n\
+         [routes.fine]\nprimary = \"one\"\nsecondaries = [\"two\"]\nhedge_delay = \"p95\"\n",
+        provider("one", &one),
+        provider("two", &two),
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+    let warnings: Vec<String> = gateway
+        .engine()
+        .warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+
+    let about = |route: &str| {
+        warnings
+            .iter()
+            .filter(|w| w.starts_with(&format!("routes.{route}.hedge_delay")))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(about("alone")[0].contains("one target"), "{warnings:?}");
+    assert!(about("late")[0].contains("total_timeout"), "{warnings:?}");
+    assert!(about("fine").is_empty(), "{warnings:?}");
+}

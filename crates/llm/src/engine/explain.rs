@@ -149,7 +149,32 @@ impl Route {
                 ));
             }
         }
+        warnings.extend(self.hedge_warning());
         warnings
+    }
+
+    /// Warns about a hedge delay under which no hedge can ever start.
+    fn hedge_warning(&self) -> Option<ConfigIssue> {
+        let delay = self.hedge_delay?;
+        let path = format!("routes.{}.hedge_delay", self.name);
+        if self.target_count < 2 {
+            return Some(ConfigIssue::new(
+                path,
+                "the route has one target, so no hedge can start; add secondaries or remove it",
+            ));
+        }
+        match delay {
+            HedgeDelay::Fixed(delay) if delay >= self.timeouts.total_timeout => {
+                Some(ConfigIssue::new(
+                    path,
+                    format!(
+                        "{delay:?} is not shorter than total_timeout ({:?}), so no hedge can start",
+                        self.timeouts.total_timeout
+                    ),
+                ))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -368,7 +368,9 @@ impl<'a> Serving<'a> {
             .of(self.request.is_stream())
             .record(elapsed, now);
         if let Some(limiter) = &self.route.concurrency {
-            limiter.record_latency(elapsed, now);
+            if let Some(limit) = limiter.record_latency(elapsed, now) {
+                self.log_limit(limit, "latency");
+            }
         }
         self.attempts.push(AttemptRecord {
             target: Arc::clone(&target.id),
@@ -395,7 +397,9 @@ impl<'a> Serving<'a> {
             ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Timeout
         ) && !error.cut_by_deadline;
         if let Some(limiter) = self.route.concurrency.as_ref().filter(|_| overload) {
-            limiter.record_overload(clock::now());
+            if let Some(limit) = limiter.record_overload(clock::now()) {
+                self.log_limit(limit, "overload error");
+            }
         }
         if error.class == ErrorClass::ContextLength {
             self.too_long = Some(TooLong {
@@ -411,6 +415,15 @@ impl<'a> Serving<'a> {
             hedge,
             cancelled: false,
         });
+    }
+
+    fn log_limit(&self, limit: u32, cause: &str) {
+        tracing::debug!(
+            route = %self.route.name,
+            limit,
+            cause,
+            "adaptive concurrency limit moved"
+        );
     }
 
     /// Records an attempt dropped because the other one responded first. A first attempt

@@ -56,17 +56,13 @@ pub struct ConcurrencyConfig {
     /// Moves the limit with observed latency and overload errors.
     #[serde(default)]
     pub adaptive: bool,
-    /// The floor of an adaptive limit.
-    #[serde(default = "default_min_concurrent")]
-    pub min_concurrent: u32,
+    /// The floor of an adaptive limit; 1 when not set. Only valid with `adaptive`.
+    #[serde(default)]
+    pub min_concurrent: Option<u32>,
 }
 
 fn default_queue_timeout() -> Duration {
     Duration::from_secs(5)
-}
-
-fn default_min_concurrent() -> u32 {
-    1
 }
 
 impl ConcurrencyConfig {
@@ -79,14 +75,23 @@ impl ConcurrencyConfig {
         if self.max_concurrent == 0 {
             return Err(ConfigError::new("max_concurrent", "must be at least 1"));
         }
-        if self.min_concurrent == 0 || self.min_concurrent > self.max_concurrent {
-            return Err(ConfigError::new(
-                "min_concurrent",
-                format!(
-                    "must be between 1 and max_concurrent ({}), got {}",
-                    self.max_concurrent, self.min_concurrent
-                ),
-            ));
+        match self.min_concurrent {
+            Some(_) if !self.adaptive => {
+                return Err(ConfigError::new(
+                    "min_concurrent",
+                    "only applies to an adaptive limit; set adaptive = true or remove it",
+                ));
+            }
+            Some(min) if min == 0 || min > self.max_concurrent => {
+                return Err(ConfigError::new(
+                    "min_concurrent",
+                    format!(
+                        "must be between 1 and max_concurrent ({}), got {min}",
+                        self.max_concurrent
+                    ),
+                ));
+            }
+            _ => {}
         }
         if self.queue_timeout.is_zero() && self.queue_size > 0 {
             return Err(ConfigError::new(
@@ -140,7 +145,7 @@ impl ConcurrencyLimiter {
         config.validate()?;
         let adaptive = config
             .adaptive
-            .then(|| Gradient::new(config.min_concurrent, config.max_concurrent));
+            .then(|| Gradient::new(config.min_concurrent.unwrap_or(1), config.max_concurrent));
         let state = State {
             in_flight: 0,
             limit: config.max_concurrent,
@@ -171,31 +176,34 @@ impl ConcurrencyLimiter {
     }
 
     /// Reports the latency of a request served under a permit that ended at `now`, for
-    /// the adaptive limit; without `adaptive` it does nothing.
-    pub fn record_latency(&self, latency: Duration, now: std::time::Instant) {
+    /// the adaptive limit; without `adaptive` it does nothing. Returns the new limit
+    /// when it moved.
+    pub fn record_latency(&self, latency: Duration, now: std::time::Instant) -> Option<u32> {
         let mut state = self.state.lock();
         let in_flight = state.in_flight;
-        if let Some(gradient) = state.adaptive.as_mut() {
-            gradient.on_sample(latency, in_flight, now);
-            let limit = gradient.limit();
-            Self::set_limit(&mut state, limit);
-        }
+        let gradient = state.adaptive.as_mut()?;
+        gradient.on_sample(latency, in_flight, now);
+        let limit = gradient.limit();
+        Self::set_limit(&mut state, limit)
     }
 
     /// Reports an overload error from upstream (a 429, a 529, a timeout) at `now`, for
-    /// the adaptive limit; without `adaptive` it does nothing.
-    pub fn record_overload(&self, now: std::time::Instant) {
+    /// the adaptive limit; without `adaptive` it does nothing. Returns the new limit
+    /// when it moved.
+    pub fn record_overload(&self, now: std::time::Instant) -> Option<u32> {
         let mut state = self.state.lock();
-        if let Some(gradient) = state.adaptive.as_mut() {
-            gradient.on_overload(now);
-            let limit = gradient.limit();
-            Self::set_limit(&mut state, limit);
-        }
+        let gradient = state.adaptive.as_mut()?;
+        gradient.on_overload(now);
+        let limit = gradient.limit();
+        Self::set_limit(&mut state, limit)
     }
 
-    /// Moves the limit; a higher one lets waiters in at once, a lower one takes effect
-    /// as permits come back.
-    fn set_limit(state: &mut State, limit: u32) {
+    /// Moves the limit and returns it when it changed. A higher limit lets waiters in at
+    /// once, a lower one takes effect as permits come back.
+    fn set_limit(state: &mut State, limit: u32) -> Option<u32> {
+        if state.limit == limit {
+            return None;
+        }
         state.limit = limit;
         while state.in_flight < state.limit {
             let Some((_, sender)) = state.queue.pop_first() else {
@@ -205,6 +213,7 @@ impl ConcurrencyLimiter {
                 state.in_flight += 1;
             }
         }
+        Some(limit)
     }
 
     /// Returns the load in `0.0..=1.0`: the larger of the share of slots in use and the

@@ -8,7 +8,7 @@ fn limiter(max: u32, queue: u32, timeout_ms: u64) -> Arc<ConcurrencyLimiter> {
         queue_size: queue,
         queue_timeout: Duration::from_millis(timeout_ms),
         adaptive: false,
-        min_concurrent: 1,
+        min_concurrent: None,
     })
     .unwrap()
 }
@@ -19,7 +19,7 @@ fn adaptive(max: u32, queue: u32) -> Arc<ConcurrencyLimiter> {
         queue_size: queue,
         queue_timeout: Duration::from_secs(5),
         adaptive: true,
-        min_concurrent: 1,
+        min_concurrent: None,
     })
     .unwrap()
 }
@@ -154,18 +154,31 @@ fn invalid_settings_are_named() {
         queue_size: 0,
         queue_timeout: Duration::from_secs(1),
         adaptive: false,
-        min_concurrent: 1,
+        min_concurrent: None,
     };
     assert_eq!(zero.validate().map_err(|e| e.field), Err("max_concurrent"));
     let floor_above_ceiling = ConcurrencyConfig {
         max_concurrent: 4,
-        min_concurrent: 5,
+        min_concurrent: Some(5),
+        adaptive: true,
+        ..zero.clone()
+    };
+    let error = floor_above_ceiling.validate().unwrap_err();
+    assert_eq!(error.field, "min_concurrent");
+    assert!(
+        error.reason.contains("between 1 and max_concurrent (4)"),
+        "{}",
+        error.reason
+    );
+
+    let floor_without_adaptive = ConcurrencyConfig {
+        max_concurrent: 4,
+        min_concurrent: Some(2),
         ..zero
     };
-    assert_eq!(
-        floor_above_ceiling.validate().map_err(|e| e.field),
-        Err("min_concurrent")
-    );
+    let error = floor_without_adaptive.validate().unwrap_err();
+    assert_eq!(error.field, "min_concurrent");
+    assert!(error.reason.contains("adaptive = true"), "{}", error.reason);
 }
 
 #[test]
