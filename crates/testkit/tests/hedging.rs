@@ -5,6 +5,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use adpa_gateway::Gateway;
 use adpa_testkit::sim::{FaultScript, Latency, SimHandle};
 use adpa_testkit::start_gateway;
 use support::*;
@@ -35,6 +36,14 @@ fn config(slow: &SimHandle, fast: &SimHandle, delay: &str, retry: &str) -> Strin
         provider("slow", slow),
         provider("fast", fast),
     )
+}
+
+/// Starts a gateway over `slow` then `fast` that hedges after `delay`, with a retry
+/// budget that allows a hedge for every request.
+async fn hedged_gateway(slow: &SimHandle, fast: &SimHandle, delay: &str) -> Gateway {
+    start_gateway(&config(slow, fast, delay, "budget_ratio = 1.0\n"))
+        .await
+        .unwrap()
 }
 
 /// Sends `count` requests at once and returns each reply with its latency.
@@ -68,9 +77,7 @@ fn median(mut latencies: Vec<Duration>) -> Duration {
 async fn hedge_answers_and_cancels_slow_primary() {
     let slow = sim_with_latency("slow", 2000).await;
     let fast = sim_with_latency("fast", 50).await;
-    let gateway = start_gateway(&config(&slow, &fast, "200ms", "budget_ratio = 1.0\n"))
-        .await
-        .unwrap();
+    let gateway = hedged_gateway(&slow, &fast, "200ms").await;
     let addr = gateway.addr();
 
     let replies = concurrent(addr, 20, false).await;
@@ -102,9 +109,7 @@ async fn hedge_answers_and_cancels_slow_primary() {
 async fn streamed_hedge_wins_with_whole_stream() {
     let slow = sim_with_latency("slow", 2000).await;
     let fast = sim_with_latency("fast", 50).await;
-    let gateway = start_gateway(&config(&slow, &fast, "200ms", "budget_ratio = 1.0\n"))
-        .await
-        .unwrap();
+    let gateway = hedged_gateway(&slow, &fast, "200ms").await;
     let addr = gateway.addr();
 
     let replies = concurrent(addr, 5, true).await;
@@ -122,9 +127,7 @@ async fn streamed_hedge_wins_with_whole_stream() {
 async fn failed_hedge_leaves_first_attempt_running() {
     let slow = sim_with_latency("slow", 400).await;
     let fast = sim("fast", vec![status_fault(500)]).await;
-    let gateway = start_gateway(&config(&slow, &fast, "100ms", "budget_ratio = 1.0\n"))
-        .await
-        .unwrap();
+    let gateway = hedged_gateway(&slow, &fast, "100ms").await;
 
     let started = Instant::now();
     let reply = chat(gateway.addr(), "chat").await;
@@ -142,9 +145,7 @@ async fn failed_hedge_leaves_first_attempt_running() {
 async fn first_answer_cancels_running_hedge() {
     let slow = sim_with_latency("slow", 400).await;
     let slower = sim_with_latency("slower", 2000).await;
-    let gateway = start_gateway(&config(&slow, &slower, "100ms", "budget_ratio = 1.0\n"))
-        .await
-        .unwrap();
+    let gateway = hedged_gateway(&slow, &slower, "100ms").await;
 
     let reply = chat(gateway.addr(), "chat").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -177,9 +178,7 @@ async fn hedges_draw_on_the_retry_budget() {
 async fn percentile_delay_follows_recent_latency() {
     let slow = sim_with_latency("slow", 100).await;
     let fast = sim_with_latency("fast", 30).await;
-    let gateway = start_gateway(&config(&slow, &fast, "p50", "budget_ratio = 1.0\n"))
-        .await
-        .unwrap();
+    let gateway = hedged_gateway(&slow, &fast, "p50").await;
     let addr = gateway.addr();
 
     // Without samples the percentile is unknown and nothing is hedged.

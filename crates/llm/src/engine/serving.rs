@@ -277,7 +277,7 @@ impl<'a> Serving<'a> {
                 Ran::BothFailed(error) => (error, false),
             };
 
-            match self.route.recovery(&error) {
+            let failover = match self.route.recovery(&error) {
                 Recovery::Fail => {
                     tracing::info!(
                         request_id = %self.context.request_id,
@@ -291,27 +291,14 @@ impl<'a> Serving<'a> {
                         attempts: std::mem::take(&mut self.attempts),
                     }));
                 }
-                Recovery::Failover => {
-                    log_failover(
-                        self.context,
-                        &target,
-                        &error,
-                        "error is not retryable on this target",
-                    );
-                    self.last = Some(error);
-                    break None;
-                }
-                Recovery::Retry if !may_retry => {
-                    log_failover(
-                        self.context,
-                        &target,
-                        &error,
-                        "the hedged attempt failed too",
-                    );
-                    self.last = Some(error);
-                    break None;
-                }
-                Recovery::Retry => {}
+                Recovery::Failover => Some("error is not retryable on this target"),
+                Recovery::Retry if !may_retry => Some("the hedged attempt failed too"),
+                Recovery::Retry => None,
+            };
+            if let Some(reason) = failover {
+                log_failover(self.context, &target, &error, reason);
+                self.last = Some(error);
+                break None;
             }
 
             let remaining = self.deadline.remaining(Instant::now());
