@@ -118,6 +118,7 @@ async fn stream_holds_slot_until_it_ends() {
         response: ResponseShape {
             chunks: 6,
             chunk_delay: Duration::from_millis(60),
+            ..Default::default()
         },
         ..FaultScript::default()
     };

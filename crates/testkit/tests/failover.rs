@@ -283,6 +283,7 @@ async fn long_streamed_probe_closes_breaker() {
         response: adpa_testkit::sim::ResponseShape {
             chunks: 10,
             chunk_delay: Duration::from_millis(50),
+            ..Default::default()
         },
         ..adpa_testkit::sim::FaultScript::default()
     };

@@ -149,6 +149,7 @@ async fn slow_stream_upstream() -> SimHandle {
         response: ResponseShape {
             chunks: 20,
             chunk_delay: Duration::from_millis(50),
+            ..Default::default()
         },
         ..FaultScript::default()
     };

@@ -313,3 +313,48 @@ async fn legacy_functions_reach_only_openai_targets() {
     assert!(message.contains("send `tools`"), "{message}");
     assert_eq!(gemini.stats().requests, 0);
 }
+
+#[tokio::test]
+async fn stream_in_one_chunk_reaches_its_end() {
+    use adpa_testkit::sim::{FaultScript, ResponseShape};
+
+    for kind in ["openai", "anthropic", "gemini"] {
+        // The whole stream arrives at once, so the events after the first content are
+        // already buffered when the body ends.
+        let script = FaultScript {
+            response: ResponseShape {
+                one_chunk: true,
+                ..ResponseShape::default()
+            },
+            ..FaultScript::default()
+        };
+        let upstream = SimHandle::start_local(kind, script).await.unwrap();
+        let config = if kind == "openai" {
+            format!(
+                "{}[routes.chat]\nprimary = \"native\"\n",
+                provider("native", &upstream)
+            )
+        } else {
+            format!(
+                "{}[routes.chat]\nprimary = \"native\"\n",
+                native("native", kind, &upstream, "m")
+            )
+        };
+        let gateway = start_gateway(&config).await.unwrap();
+
+        let reply = chat_stream(gateway.addr(), "chat").await;
+        assert_eq!(reply.status, 200, "{kind}: {}", reply.text());
+        let events = sse_data(&reply.text());
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{kind}: {}",
+            reply.text()
+        );
+        assert!(
+            !reply.text().contains("\"error\""),
+            "{kind}: {}",
+            reply.text()
+        );
+    }
+}

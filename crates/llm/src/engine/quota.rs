@@ -207,6 +207,16 @@ fn rfc3339_from_now(value: &str) -> Option<Duration> {
         time_parts.next()??,
         time_parts.next()??,
     );
+    // Out-of-range fields would make the arithmetic below overflow.
+    let in_range = (1970..=9999).contains(&year)
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..=23).contains(&hour)
+        && (0..=59).contains(&minute)
+        && (0..=60).contains(&second);
+    if !in_range {
+        return None;
+    }
 
     // Days since 1970-01-01 by the civil-from-days inverse (proleptic Gregorian).
     let (y, m) = if month <= 2 {
@@ -224,7 +234,8 @@ fn rfc3339_from_now(value: &str) -> Option<Duration> {
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?);
     Some(
         at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
+            .unwrap_or(Duration::ZERO)
+            .min(adpa_resilience::retry::MAX_SERVER_DELAY),
     )
 }
 
@@ -370,5 +381,16 @@ mod tests {
             rfc3339_from_now("2999-01-01T00:00:00Z").is_some_and(|d| d > Duration::from_secs(1))
         );
         assert_eq!(rfc3339_from_now("yesterday"), None);
+        assert_eq!(
+            rfc3339_from_now("9999-12-31T23:59:59Z"),
+            Some(adpa_resilience::retry::MAX_SERVER_DELAY)
+        );
+        for absurd in [
+            "9223372036854775807-01-01T00:00:00Z",
+            "2024-9223372036854775807-01T00:00:00Z",
+            "2024-01-01T99999999999:00:00Z",
+        ] {
+            assert_eq!(rfc3339_from_now(absurd), None, "{absurd}");
+        }
     }
 }

@@ -43,6 +43,9 @@ pub struct ChatStream {
     reservation: Arc<Mutex<TokenReservation>>,
     /// The route's concurrency slot, released when the stream is dropped.
     permit: Option<ConcurrencyPermit>,
+    /// The reported tokens of a stream whose end had already arrived with its first
+    /// content, so the reservation is settled when handed over.
+    ended_with: Option<Option<u64>>,
 }
 
 impl fmt::Debug for ChatStream {
@@ -74,6 +77,9 @@ struct State {
 impl ChatStream {
     pub(crate) fn new(start: StreamStart, guard: BreakerGuard) -> Self {
         let reservation = Arc::new(Mutex::new(TokenReservation::default()));
+        let ended_with = start
+            .finished
+            .then(|| start.usage.map(|usage| usage.total_tokens));
         let state = State {
             reservation: Arc::clone(&reservation),
             reader: start.reader,
@@ -93,6 +99,7 @@ impl ChatStream {
             inner: Box::pin(inner),
             reservation,
             permit: None,
+            ended_with,
         }
     }
 
@@ -104,8 +111,11 @@ impl ChatStream {
     /// Hands over the tokens reserved for this request, to be reconciled with the usage
     /// the stream reports when it completes. A stream that fails or is dropped keeps
     /// the estimate charged.
-    pub(crate) fn settle_tokens_at_end(&mut self, reservation: TokenReservation) {
-        *self.reservation.lock() = reservation;
+    pub(crate) fn settle_tokens_at_end(&mut self, mut reservation: TokenReservation) {
+        match self.ended_with {
+            Some(actual) => reservation.settle(actual, adpa_resilience::clock::now()),
+            None => *self.reservation.lock() = reservation,
+        }
     }
 }
 
@@ -123,8 +133,13 @@ impl State {
         }
     }
 
-    /// Reads one upstream chunk and queues the whole events it completes.
+    /// Queues the events already buffered or, when none is, reads one upstream chunk
+    /// and queues the whole events it completes. A chunk often carries several events,
+    /// so some may wait in the buffer after the first content was handed over.
     async fn read_more(&mut self) {
+        if self.decode_buffered() {
+            return;
+        }
         let chunk = match self.reader.next_chunk().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => {
@@ -142,19 +157,32 @@ impl State {
         if self.splitter.overflows(super::attempt::MAX_EVENT) {
             return self.fail(super::attempt::oversized_event());
         }
+        self.decode_buffered();
+    }
+
+    /// Decodes the whole events in the buffer into pending frames, up to the end of the
+    /// stream or a malformed event. Returns whether it decoded any event.
+    fn decode_buffered(&mut self) -> bool {
+        let mut decoded_any = false;
         while let Some(event) = self.splitter.next_event() {
+            decoded_any = true;
             match self.decoder.decode(event) {
                 Ok(decoded) => {
                     self.usage = decoded.usage.or(self.usage);
                     let done = decoded.kind() == EventKind::Done;
                     self.pending.extend(decoded.frames);
                     if done {
-                        return self.succeed();
+                        self.succeed();
+                        return true;
                     }
                 }
-                Err(error) => return self.fail(error),
+                Err(error) => {
+                    self.fail(error);
+                    return true;
+                }
             }
         }
+        decoded_any
     }
 
     fn succeed(&mut self) {

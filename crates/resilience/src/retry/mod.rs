@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::ConfigError;
 
 pub use budget::RetryBudget;
-pub use retry_after::{parse_reset_duration, parse_retry_after, parse_retry_after_ms};
+pub use retry_after::{
+    parse_reset_duration, parse_retry_after, parse_retry_after_ms, MAX_SERVER_DELAY,
+};
 
 /// Retry settings of a route.
 ///

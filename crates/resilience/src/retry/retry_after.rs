@@ -2,6 +2,17 @@
 
 use std::time::{Duration, SystemTime};
 
+/// The longest delay read from a server. Longer values are cut to it: a day is beyond any
+/// request deadline, and a value of 1e20 seconds would not fit in an `Instant`.
+pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Converts seconds a server sent into a delay: `None` unless finite and not negative,
+/// at most [`MAX_SERVER_DELAY`].
+fn delay_of(seconds: f64) -> Option<Duration> {
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(MAX_SERVER_DELAY.as_secs_f64())))
+}
+
 /// Parses a `Retry-After` header value: delay seconds (`"2"`, also `"1.5"` as some
 /// providers send) or an HTTP date, measured from `now`.
 ///
@@ -9,16 +20,20 @@ use std::time::{Duration, SystemTime};
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return delay_of(seconds);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SERVER_DELAY),
+    )
 }
 
 /// Parses a `retry-after-ms` header value (milliseconds, as OpenAI sends it).
 pub fn parse_retry_after_ms(value: &str) -> Option<Duration> {
     let millis = value.trim().parse::<f64>().ok()?;
-    (millis.is_finite() && millis >= 0.0).then(|| Duration::from_secs_f64(millis / 1000.0))
+    delay_of(millis / 1000.0)
 }
 
 /// Parses an `x-ratelimit-reset-requests` or `x-ratelimit-reset-tokens` value as OpenAI
@@ -51,7 +66,7 @@ pub fn parse_reset_duration(value: &str) -> Option<Duration> {
         rest = &rest[unit_len..];
         total += number * seconds_per_unit;
     }
-    total.is_finite().then(|| Duration::from_secs_f64(total))
+    delay_of(total)
 }
 
 #[cfg(test)]
@@ -68,6 +83,21 @@ mod tests {
         );
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn huge_delays_are_capped() {
+        let now = SystemTime::UNIX_EPOCH;
+        assert_eq!(parse_retry_after("1e20", now), Some(MAX_SERVER_DELAY));
+        assert_eq!(parse_retry_after_ms("1e30"), Some(MAX_SERVER_DELAY));
+        assert_eq!(
+            parse_reset_duration("99999999999999999999s"),
+            Some(MAX_SERVER_DELAY)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_SERVER_DELAY)
+        );
     }
 
     #[test]

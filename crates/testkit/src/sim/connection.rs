@@ -316,12 +316,15 @@ async fn chat(
     let outcome = match fault {
         None if stream => {
             let plan = plan();
-            let events: Vec<String> = plan
+            let mut events: Vec<String> = plan
                 .head
                 .into_iter()
                 .chain(plan.content)
                 .chain(plan.tail)
                 .collect();
+            if shape.one_chunk {
+                events = vec![events.concat()];
+            }
             write_stream_with(
                 writer,
                 reader,

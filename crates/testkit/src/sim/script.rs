@@ -79,6 +79,9 @@ pub struct ResponseShape {
     /// Delay between two streamed chunks.
     #[serde(with = "adpa_resilience::duration")]
     pub chunk_delay: Duration,
+    /// Writes a whole healthy stream as one HTTP chunk, as a provider that buffers its
+    /// events does; `chunk_delay` then has no effect.
+    pub one_chunk: bool,
 }
 
 impl Default for ResponseShape {
@@ -86,6 +89,7 @@ impl Default for ResponseShape {
         Self {
             chunks: 4,
             chunk_delay: Duration::ZERO,
+            one_chunk: false,
         }
     }
 }
