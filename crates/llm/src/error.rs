@@ -147,6 +147,8 @@ pub struct AttemptError {
     pub retry_after: Option<Duration>,
     /// The request's own deadline ended the attempt, not a fault of the target.
     pub cut_by_deadline: bool,
+    /// The request never left the gateway: it cannot be expressed in the target's format.
+    pub not_sent: bool,
 }
 
 impl AttemptError {
@@ -158,7 +160,14 @@ impl AttemptError {
             message: message.into(),
             retry_after: None,
             cut_by_deadline: false,
+            not_sent: false,
         }
+    }
+
+    /// Marks the request as never sent to the target.
+    pub fn never_sent(mut self) -> Self {
+        self.not_sent = true;
+        self
     }
 
     /// Sets the HTTP status.

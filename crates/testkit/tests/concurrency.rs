@@ -89,21 +89,30 @@ async fn high_priority_overtakes_queue() {
     );
 }
 
+/// Sends one request that takes the only slot, then one that queues behind it and
+/// disconnects; returns the first, still running.
+async fn leave_queue(
+    addr: std::net::SocketAddr,
+    upstream: &SimHandle,
+) -> tokio::task::JoinHandle<u16> {
+    let holder = tokio::spawn(async move { chat(addr, "chat").await.status });
+    assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 1).await);
+    let quitter = tokio::spawn(async move { chat(addr, "chat").await.status });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    quitter.abort();
+    let _ = quitter.await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    holder
+}
+
 #[tokio::test]
 async fn disconnect_while_queued_frees_place() {
     let upstream = slow_upstream(400).await;
     let gateway = start_gateway(&config(&upstream, 1, 1)).await.unwrap();
     let addr = gateway.addr();
 
-    let holder = tokio::spawn(async move { chat(addr, "chat").await.status });
-    assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 1).await);
-
     // A queued client gives up: its connection closes while it waits.
-    let quitter = tokio::spawn(async move { chat(addr, "chat").await.status });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    quitter.abort();
-    let _ = quitter.await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let holder = leave_queue(addr, &upstream).await;
 
     // Its queue place is free again: the next request waits instead of being rejected.
     let next = chat(addr, "chat").await;
@@ -265,4 +274,24 @@ async fn adaptive_limit_backs_off_from_queueing_provider() {
     assert!(settled.peak_in_flight <= 25, "{settled:?}");
     // At 40 in flight the provider would complete 25 requests per second.
     assert!(settled.completed > 2 * 25, "{}", settled.completed);
+}
+
+#[tokio::test]
+async fn client_leaving_the_queue_gets_its_rate_limit_back() {
+    let upstream = slow_upstream(400).await;
+    // Two requests pass the route's rate limit; the queued one that leaves must give
+    // its place back.
+    let config = format!(
+        "{}[routes.chat]\nprimary = \"slow\"\n[routes.chat.concurrency]\nmax_concurrent = 1\n\
+         queue_size = 5\n[routes.chat.rate_limit]\nrequests_per_second = 0.1\nburst_size = 2\n",
+        provider("slow", &upstream)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+    let addr = gateway.addr();
+
+    let holder = leave_queue(addr, &upstream).await;
+
+    let next = chat(addr, "chat").await;
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert_eq!(holder.await.unwrap(), 200);
 }

@@ -300,3 +300,29 @@ async fn check_warns_about_hedges_that_cannot_start() {
     assert!(about("late")[0].contains("total_timeout"), "{warnings:?}");
     assert!(about("fine").is_empty(), "{warnings:?}");
 }
+
+#[tokio::test]
+async fn hedge_refused_by_budget_leaves_target_for_failover() {
+    let mut failing_slowly = with_latency(300);
+    failing_slowly.faults = vec![status_fault(503)];
+    let slow = SimHandle::start_local("slow", failing_slowly)
+        .await
+        .unwrap();
+    let backup = sim("backup", vec![]).await;
+    // The backup admits one request: the hedge that the empty budget refused must not
+    // have used it up.
+    let config = format!(
+        "{}{}[providers.backup.rate_limit]\nrequests_per_second = 0.1\nburst_size = 1\n\
+         [routes.chat]\nprimary = \"slow\"\nsecondaries = [\"backup\"]\nhedge_delay = \"100ms\"\n\
+         [routes.chat.retry]\nbudget_ratio = 0.0\nbudget_min_per_second = 0.0\n",
+        provider("slow", &slow),
+        provider("backup", &backup),
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    let reply = chat(gateway.addr(), "chat").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-adpa-provider"), Some("backup"));
+    assert_eq!(reply.header("x-adpa-attempts"), Some("2"));
+    assert_eq!(backup.stats().requests, 1);
+}

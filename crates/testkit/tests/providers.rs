@@ -281,6 +281,31 @@ async fn untranslatable_request_fails_over() {
 }
 
 #[tokio::test]
+async fn unsent_request_keeps_no_charge() {
+    let anthropic = sim("anthropic", vec![]).await;
+    let backup = sim("backup", vec![]).await;
+    // Claude admits one request: one it could not express must not use it.
+    let config = format!(
+        "{}[providers.claude.rate_limit]\nrequests_per_second = 0.1\nburst_size = 1\n\
+         {}[routes.chat]\nprimary = \"claude\"\nsecondaries = [\"backup\"]\n",
+        native("claude", "anthropic", &anthropic, "claude-3-5-sonnet"),
+        provider("backup", &backup)
+    );
+    let gateway = start_gateway(&config).await.unwrap();
+
+    let audio = json!({"model": "chat", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+    ]}]});
+    let reply = send_json(gateway.addr(), audio).await;
+    assert_eq!(reply.header("x-adpa-provider"), Some("backup"));
+
+    let reply = chat(gateway.addr(), "chat").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-adpa-provider"), Some("claude"));
+    assert_eq!(anthropic.stats().requests, 1);
+}
+
+#[tokio::test]
 async fn legacy_functions_reach_only_openai_targets() {
     let gemini = sim("gemini", vec![]).await;
     let backup = sim("backup", vec![]).await;

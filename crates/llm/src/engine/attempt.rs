@@ -99,7 +99,7 @@ async fn call(
     request: &ChatRequest,
     deadline: Deadline,
 ) -> Result<Called, AttemptError> {
-    let upstream = build_request(target, request)?;
+    let upstream = build_request(target, request).map_err(AttemptError::never_sent)?;
     let sent_at = Instant::now();
     let first_byte_by = sent_at + deadline.cap(route.timeouts.first_byte_timeout, sent_at);
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use adpa_resilience::clock;
 
 use super::limits::TokenReservation;
+use super::quota::QuotaTaken;
 use super::Target;
 
 /// A target's limits, charged for one request when the request took the target.
@@ -24,6 +25,8 @@ use super::Target;
 pub(crate) struct Charge {
     target: Arc<Target>,
     tokens: u64,
+    /// What the reported quota counted down for this request.
+    quota: QuotaTaken,
     state: State,
 }
 
@@ -36,11 +39,13 @@ enum State {
 }
 
 impl Charge {
-    /// Records a charge already taken from `target` for `tokens` estimated tokens.
-    pub(crate) fn taken(target: Arc<Target>, tokens: u64) -> Self {
+    /// Records a charge already taken from `target` for `tokens` estimated tokens, with
+    /// what its reported quota counted down.
+    pub(crate) fn taken(target: Arc<Target>, tokens: u64, quota: QuotaTaken) -> Self {
         Self {
             target,
             tokens,
+            quota,
             state: State::Taken,
         }
     }
@@ -52,6 +57,13 @@ impl Charge {
     /// Marks the request as sent to the target.
     pub(crate) fn sent(&mut self) {
         self.state = State::Sent;
+    }
+
+    /// Marks the request as not sent after all: the target could not express it.
+    pub(crate) fn not_sent(&mut self) {
+        if self.state == State::Sent {
+            self.state = State::Taken;
+        }
     }
 
     /// Marks the attempts on the target as finished without a response.
@@ -77,7 +89,9 @@ impl Drop for Charge {
                 if let Some(limiter) = &self.target.limiter {
                     limiter.undo(self.tokens);
                 }
-                self.target.quota.give_back(self.tokens, clock::now());
+                self.target
+                    .quota
+                    .give_back(self.quota, self.tokens, clock::now());
             }
             State::Ended => {
                 if let Some(limiter) = &self.target.limiter {

@@ -97,7 +97,11 @@ impl Serving<'_> {
                         }
                         Err(error) => {
                             hedge_failed = true;
-                            charge.ended();
+                            if error.not_sent {
+                                charge.not_sent();
+                            } else {
+                                charge.ended();
+                            }
                             self.record_failure(&hedge_target, &error, elapsed, true);
                             tracing::warn!(
                                 request_id = %self.context.request_id,
@@ -107,7 +111,6 @@ impl Serving<'_> {
                                 error = %error.message,
                                 "hedged attempt failed"
                             );
-                            self.last = Some(error);
                             if let Some(error) = first_error.take() {
                                 return Ran::BothFailed(error);
                             }
@@ -146,27 +149,43 @@ impl Serving<'_> {
         if !self.has_candidate() {
             return None;
         }
+
+        // Targets passed over on the way are only skipped for the hedge: when no hedge
+        // starts, failover still tries them later, when their limits may admit.
+        let mark = self.plan_mark();
+        let found = loop {
+            let Some(charge) = self.next_target() else {
+                break None;
+            };
+            let target = Arc::clone(charge.target());
+            if let Some(guard) = self.breaker_guard(&target, true) {
+                break Some((charge, guard));
+            }
+        };
+        let Some((charge, guard)) = found else {
+            self.rewind(mark);
+            return None;
+        };
+
         if !self.route.retry_budget.try_withdraw(clock::now()) {
             tracing::debug!(
                 request_id = %self.context.request_id,
                 target = %hedged.id,
                 "no hedge: the retry budget of the route is used up"
             );
+            // Dropping them hands the breaker permit and the charge back.
+            drop(guard);
+            drop(charge);
+            self.rewind(mark);
             return None;
         }
-        while let Some(charge) = self.next_target() {
-            let target = Arc::clone(charge.target());
-            if let Some(guard) = self.breaker_guard(&target, true) {
-                tracing::info!(
-                    request_id = %self.context.request_id,
-                    target = %hedged.id,
-                    hedge = %target.id,
-                    delay_ms = delay.as_millis() as u64,
-                    "no answer within the hedge delay; starting a hedged attempt"
-                );
-                return Some((charge, guard));
-            }
-        }
-        None
+        tracing::info!(
+            request_id = %self.context.request_id,
+            target = %hedged.id,
+            hedge = %charge.target().id,
+            delay_ms = delay.as_millis() as u64,
+            "no answer within the hedge delay; starting a hedged attempt"
+        );
+        Some((charge, guard))
     }
 }

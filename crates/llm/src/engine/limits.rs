@@ -47,12 +47,15 @@ impl LimitState {
 
 /// Tokens admitted on an estimate, to be reconciled once the provider reports usage.
 ///
-/// Dropping it without [`TokenReservation::settle`] keeps the estimate charged, which
+/// Until [`TokenReservation::commit`], dropping it gives everything back: the request
+/// left before it was routed, for instance while it waited in a queue. After that,
+/// dropping it without [`TokenReservation::settle`] keeps the estimate charged, which
 /// errs towards the provider's limits.
 #[derive(Debug, Default)]
 pub(crate) struct TokenReservation {
     limiters: Vec<Arc<RateLimiter>>,
     estimated: u64,
+    committed: bool,
 }
 
 impl TokenReservation {
@@ -60,7 +63,13 @@ impl TokenReservation {
         Self {
             limiters: Vec::new(),
             estimated,
+            committed: false,
         }
+    }
+
+    /// Marks the request as routed: from now on it may reach a provider.
+    pub(crate) fn commit(&mut self) {
+        self.committed = true;
     }
 
     pub(crate) fn add(&mut self, limiter: Arc<RateLimiter>) {
@@ -89,5 +98,13 @@ impl TokenReservation {
     /// before the provider used any tokens.
     pub(crate) fn release(limiter: &RateLimiter, estimated: u64, now: Instant) {
         limiter.reconcile(estimated, 0, now);
+    }
+}
+
+impl Drop for TokenReservation {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.undo();
+        }
     }
 }

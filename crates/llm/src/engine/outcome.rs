@@ -197,8 +197,12 @@ impl EngineError {
                 }
             ),
             Self::Rejected { error, attempts } => {
+                // With a hedge, the rejecting attempt need not be the last to end.
                 let target = attempts
-                    .last()
+                    .iter()
+                    .rev()
+                    .find(|a| a.class == Some(error.class) && a.status == error.status)
+                    .or(attempts.last())
                     .map(|a| a.target.as_ref())
                     .unwrap_or("target");
                 format!("{target} rejected the request: {}", error.message)

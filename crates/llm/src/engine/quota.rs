@@ -20,6 +20,17 @@ struct Quotas {
     tokens: Option<Quota>,
 }
 
+/// What [`QuotaTracker::try_take`] counted down for one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct QuotaTaken {
+    request: bool,
+    tokens: bool,
+}
+
+/// Reports whose resets lie this close together describe the same window: a report
+/// that left the provider earlier can arrive later and compute a slightly later reset.
+const SAME_WINDOW: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy)]
 struct Quota {
     remaining: u64,
@@ -39,7 +50,7 @@ impl Quota {
     /// response left may already have used some of what it reported.
     fn merge(slot: &mut Option<Quota>, reported: Quota) {
         let remaining = match *slot {
-            Some(previous) if previous.resets_at >= reported.resets_at => {
+            Some(previous) if reported.resets_at <= previous.resets_at + SAME_WINDOW => {
                 previous.remaining.min(reported.remaining)
             }
             _ => reported.remaining,
@@ -52,10 +63,11 @@ impl Quota {
 }
 
 impl QuotaTracker {
-    /// Takes one request of `tokens` estimated tokens from the reported quota. Returns
-    /// `false` when the provider reported no request, or fewer tokens than that, left
-    /// until its reset. An unknown or expired quota admits.
-    pub(crate) fn try_take(&self, now: Instant, tokens: u64) -> bool {
+    /// Takes one request of `tokens` estimated tokens from the reported quota, and
+    /// returns what it counted down. Returns `None` when the provider reported no
+    /// request, or fewer tokens than that, left until its reset. An unknown or expired
+    /// quota admits without counting.
+    pub(crate) fn try_take(&self, now: Instant, tokens: u64) -> Option<QuotaTaken> {
         let mut state = self.state.lock();
         let Quotas {
             requests,
@@ -68,26 +80,30 @@ impl QuotaTracker {
                 .as_ref()
                 .is_some_and(|quota| quota.remaining < tokens)
         {
-            return false;
+            return None;
         }
+        let taken = QuotaTaken {
+            request: requests.is_some(),
+            tokens: token_quota.is_some(),
+        };
         if let Some(quota) = requests {
             quota.remaining -= 1;
         }
         if let Some(quota) = token_quota {
             quota.remaining -= tokens;
         }
-        true
+        Some(taken)
     }
 
-    /// Gives back a request of `tokens` tokens that [`QuotaTracker::try_take`] took for
-    /// a request that was never sent after all.
-    pub(crate) fn give_back(&self, tokens: u64, now: Instant) {
+    /// Gives back what [`QuotaTracker::try_take`] counted down (`taken`, for a request
+    /// of `tokens` tokens) for a request that was never sent after all.
+    pub(crate) fn give_back(&self, taken: QuotaTaken, tokens: u64, now: Instant) {
         let mut state = self.state.lock();
-        if let Some(quota) = Quota::current(&mut state.requests, now) {
-            quota.remaining += 1;
+        if let Some(quota) = Quota::current(&mut state.requests, now).filter(|_| taken.request) {
+            quota.remaining = quota.remaining.saturating_add(1);
         }
-        if let Some(quota) = Quota::current(&mut state.tokens, now) {
-            quota.remaining += tokens;
+        if let Some(quota) = Quota::current(&mut state.tokens, now).filter(|_| taken.tokens) {
+            quota.remaining = quota.remaining.saturating_add(tokens);
         }
     }
 
@@ -257,7 +273,7 @@ mod tests {
     fn counts_down_reported_quota() {
         let tracker = QuotaTracker::default();
         let now = Instant::now();
-        assert!(tracker.try_take(now, 10), "unknown quota admits");
+        assert!(tracker.try_take(now, 10).is_some(), "unknown quota admits");
         tracker.observe(
             &headers(&[
                 ("x-ratelimit-remaining-requests", "2"),
@@ -265,15 +281,17 @@ mod tests {
             ]),
             now,
         );
-        assert!(tracker.try_take(now, 10));
-        assert!(tracker.try_take(now, 10));
-        assert!(!tracker.try_take(now, 10));
+        assert!(tracker.try_take(now, 10).is_some());
+        assert!(tracker.try_take(now, 10).is_some());
+        assert!(tracker.try_take(now, 10).is_none());
         assert_eq!(
             tracker.exhausted_until(now, 10),
             Some(now + Duration::from_secs(10))
         );
         assert!(
-            tracker.try_take(now + Duration::from_secs(10), 10),
+            tracker
+                .try_take(now + Duration::from_secs(10), 10)
+                .is_some(),
             "quota resets"
         );
     }
@@ -287,11 +305,13 @@ mod tests {
             ("x-ratelimit-reset-requests", "10s"),
         ]);
         tracker.observe(&report, now);
-        assert!(tracker.try_take(now, 10));
-        assert!(tracker.try_take(now, 10));
+        assert!(tracker.try_take(now, 10).is_some());
+        assert!(tracker.try_take(now, 10).is_some());
         // A response that left before those two requests still reports 5.
         tracker.observe(&report, now);
-        let admitted = (0..10).filter(|_| tracker.try_take(now, 10)).count();
+        let admitted = (0..10)
+            .filter(|_| tracker.try_take(now, 10).is_some())
+            .count();
         assert_eq!(admitted, 3);
     }
 
@@ -308,10 +328,46 @@ mod tests {
             ]),
             now,
         );
-        assert!(tracker.try_take(now, 100));
-        assert!(!tracker.try_take(now, 1));
-        tracker.give_back(100, now);
-        assert!(tracker.try_take(now, 100));
+        let taken = tracker.try_take(now, 100).unwrap();
+        assert!(tracker.try_take(now, 1).is_none());
+        tracker.give_back(taken, 100, now);
+        assert!(tracker.try_take(now, 100).is_some());
+    }
+
+    #[test]
+    fn give_back_only_returns_what_was_taken() {
+        let tracker = QuotaTracker::default();
+        let now = Instant::now();
+        // Admitted while no quota was known, so nothing was counted down.
+        let taken = tracker.try_take(now, 10).unwrap();
+        tracker.observe(
+            &headers(&[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "10s"),
+            ]),
+            now,
+        );
+        tracker.give_back(taken, 10, now);
+        assert!(tracker.try_take(now, 10).is_none());
+    }
+
+    #[test]
+    fn late_copy_of_a_report_keeps_the_lower_count() {
+        let tracker = QuotaTracker::default();
+        let now = Instant::now();
+        let report = headers(&[
+            ("x-ratelimit-remaining-requests", "5"),
+            ("x-ratelimit-reset-requests", "10s"),
+        ]);
+        tracker.observe(&report, now);
+        assert!(tracker.try_take(now, 1).is_some());
+        assert!(tracker.try_take(now, 1).is_some());
+        // The same report, sent before those two requests, arrives 50 ms later.
+        tracker.observe(&report, now + Duration::from_millis(50));
+        let admitted = (0..10)
+            .filter(|_| tracker.try_take(now, 1).is_some())
+            .count();
+        assert_eq!(admitted, 3);
     }
 
     #[test]
@@ -325,16 +381,18 @@ mod tests {
             ]),
             now,
         );
-        assert!(tracker.try_take(now, 600));
-        assert!(!tracker.try_take(now, 600), "only 400 tokens left");
+        assert!(tracker.try_take(now, 600).is_some());
+        assert!(tracker.try_take(now, 600).is_none(), "only 400 tokens left");
         assert_eq!(
             tracker.exhausted_until(now, 600),
             Some(now + Duration::from_secs(2))
         );
         assert_eq!(tracker.exhausted_until(now, 300), None);
-        assert!(tracker.try_take(now, 300));
+        assert!(tracker.try_take(now, 300).is_some());
         assert!(
-            tracker.try_take(now + Duration::from_secs(2), 600),
+            tracker
+                .try_take(now + Duration::from_secs(2), 600)
+                .is_some(),
             "quota resets"
         );
     }
@@ -353,8 +411,8 @@ mod tests {
             ]),
             now,
         );
-        assert!(!tracker.try_take(now, 51));
-        assert!(tracker.try_take(now, 50));
+        assert!(tracker.try_take(now, 51).is_none());
+        assert!(tracker.try_take(now, 50).is_some());
     }
 
     #[test]
@@ -368,7 +426,7 @@ mod tests {
             ]),
             now,
         );
-        assert!(!tracker.try_take(now, 10));
+        assert!(tracker.try_take(now, 10).is_none());
     }
 
     #[test]

@@ -44,6 +44,8 @@ impl Route {
             }
         }
 
+        // A client that leaves while queued drops the reservation uncommitted, which
+        // gives its requests and tokens back.
         let slot = match self.acquire_slot(context, deadline).await {
             Ok(slot) => slot,
             Err(error) => {
@@ -51,6 +53,7 @@ impl Route {
                 return Err(error);
             }
         };
+        reservation.commit();
 
         // Limits, budgets and breakers read the time-stamp counter clock; deadlines and
         // sleeps are on tokio's.

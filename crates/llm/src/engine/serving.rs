@@ -15,6 +15,7 @@ use super::charge::Charge;
 use super::hedge::Ran;
 use super::limits::TokenReservation;
 use super::plan::{ineligible, SkipReason, Skipped};
+use super::quota::QuotaTaken;
 use super::{
     log_failover, log_transition, AttemptRecord, BreakerGuard, EngineError, EngineResponse,
     Recovery, RequestContext, ResponseBody, Route, Target,
@@ -39,6 +40,13 @@ impl TooLong {
             _ => false,
         }
     }
+}
+
+/// How far a request has gone through its plan, to go back to.
+pub(crate) struct PlanMark {
+    next: usize,
+    skipped: usize,
+    first_reopen: Option<Duration>,
 }
 
 /// One admitted request on its way through the route's targets.
@@ -134,11 +142,30 @@ impl<'a> Serving<'a> {
             let target = Arc::clone(&self.plan[self.next]);
             self.next += 1;
             match self.admit(&target) {
-                Ok(()) => return Some(Charge::taken(target, self.needs.estimated_tokens)),
+                Ok(quota) => {
+                    return Some(Charge::taken(target, self.needs.estimated_tokens, quota));
+                }
                 Err(reason) => self.skip(&target, reason),
             }
         }
         None
+    }
+
+    /// Returns how far the request has gone through its plan.
+    pub(crate) fn plan_mark(&self) -> PlanMark {
+        PlanMark {
+            next: self.next,
+            skipped: self.skipped.len(),
+            first_reopen: self.first_reopen,
+        }
+    }
+
+    /// Goes back to `mark`, so that the targets taken or skipped since are considered
+    /// again. Charges taken since must have been handed back.
+    pub(crate) fn rewind(&mut self, mark: PlanMark) {
+        self.next = mark.next;
+        self.skipped.truncate(mark.skipped);
+        self.first_reopen = mark.first_reopen;
     }
 
     /// Returns whether a target not yet taken could serve this request, judging by its
@@ -163,7 +190,9 @@ impl<'a> Serving<'a> {
         Ok(())
     }
 
-    fn admit(&mut self, target: &Target) -> Result<(), SkipReason> {
+    /// Charges the target's limits for this request and returns what its reported
+    /// quota counted down, or the reason it cannot take the request.
+    fn admit(&mut self, target: &Target) -> Result<QuotaTaken, SkipReason> {
         self.suits(target)?;
         let tokens = self.needs.estimated_tokens;
         if let Some(limiter) = &target.limiter {
@@ -174,7 +203,7 @@ impl<'a> Serving<'a> {
             }
         }
         let now = clock::now();
-        if !target.quota.try_take(now, tokens) {
+        let Some(taken) = target.quota.try_take(now, tokens) else {
             if let Some(resets_at) = target.quota.exhausted_until(now, tokens) {
                 self.reopens_after(resets_at.saturating_duration_since(now));
             }
@@ -182,8 +211,8 @@ impl<'a> Serving<'a> {
                 limiter.undo(tokens);
             }
             return Err(SkipReason::ProviderQuota);
-        }
-        Ok(())
+        };
+        Ok(taken)
     }
 
     fn skip(&mut self, target: &Target, reason: SkipReason) {
@@ -276,6 +305,9 @@ impl<'a> Serving<'a> {
                 // request: the next target gets it at once.
                 Ran::BothFailed(error) => (error, false),
             };
+            if error.not_sent {
+                charge.not_sent();
+            }
 
             let failover = match self.route.recovery(&error) {
                 Recovery::Fail => {
@@ -389,9 +421,11 @@ impl<'a> Serving<'a> {
             }
         }
         if error.class == ErrorClass::ContextLength {
+            // With a hedge, two models may fail this way; the larger window rules out more.
+            let known = self.too_long.as_ref().and_then(|failed| failed.window);
             self.too_long = Some(TooLong {
                 model: Arc::clone(&target.model.name),
-                window: target.model.context_window,
+                window: known.max(target.model.context_window),
             });
         }
         self.attempts.push(AttemptRecord {
