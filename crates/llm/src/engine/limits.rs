@@ -88,7 +88,7 @@ impl TokenReservation {
 
     /// Gives the request and its estimate back to every limiter: the request was
     /// rejected before it was sent.
-    pub(crate) fn undo(&mut self) {
+    fn undo(&mut self) {
         for limiter in std::mem::take(&mut self.limiters) {
             limiter.undo(self.estimated);
         }

@@ -39,20 +39,13 @@ impl Route {
                     priority = ?context.priority,
                     "request shed"
                 );
-                reservation.undo();
                 return Err(EngineError::Shed { load });
             }
         }
 
-        // A client that leaves while queued drops the reservation uncommitted, which
-        // gives its requests and tokens back.
-        let slot = match self.acquire_slot(context, deadline).await {
-            Ok(slot) => slot,
-            Err(error) => {
-                reservation.undo();
-                return Err(error);
-            }
-        };
+        // Until it is committed, the reservation gives its requests and tokens back when
+        // dropped: on a rejection here, or when a client leaves while queued.
+        let slot = self.acquire_slot(context, deadline).await?;
         reservation.commit();
 
         // Limits, budgets and breakers read the time-stamp counter clock; deadlines and
@@ -76,7 +69,8 @@ impl Route {
     }
 
     /// Checks the caller's limits and the route's own, and returns the tokens they
-    /// reserved. A rejection gives back what earlier scopes took.
+    /// reserved. On a rejection the uncommitted reservation is dropped, which gives back
+    /// what earlier scopes took.
     fn check_rate_limits(
         &self,
         needs: &Needs,
@@ -100,7 +94,6 @@ impl Route {
                     retry_after_ms = state.retry_after.as_millis() as u64,
                     "rate limit reached"
                 );
-                reservation.undo();
                 return Err(EngineError::RateLimited { state });
             }
             reservation.add(Arc::clone(limiter));
