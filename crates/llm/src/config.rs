@@ -220,13 +220,13 @@ pub struct RouteConfig {
     #[serde(default)]
     pub load_shedding: Option<LoadShedConfig>,
     /// When to send one hedged attempt to the next target while the first has not
-    /// answered: a duration such as `"200ms"`, or a percentile of the target's recent
+    /// responded: a duration such as `"200ms"`, or a percentile of the target's recent
     /// latency such as `"p95"`. Not set: no hedging.
     #[serde(default)]
     pub hedge_delay: Option<HedgeDelay>,
 }
 
-/// How long an attempt runs without an answer before a hedged attempt starts.
+/// The time an attempt runs without a response before a hedged attempt starts.
 ///
 /// ```
 /// use std::time::Duration;

@@ -182,7 +182,7 @@ impl AttemptError {
         self
     }
 
-    /// Returns whether the failure says something about the target's health: its class
+    /// Returns whether the failure tells something about the target's health: its class
     /// counts against targets, unless the request's deadline cut a hedged attempt short.
     /// A hedge starts late, so the deadline may leave it less time than the target
     /// needs; a first attempt that runs into the deadline still counts, or a target that

@@ -10,7 +10,7 @@
 //! `Instant` (tests with a fixed clock, above all) mixes with code that reads ticks. The
 //! two clocks drift apart slowly: the counter's rate is calibrated once, and NTP slews
 //! the monotonic clock but not the counter. A limiter that reads one of the two clocks
-//! for all its calls never sees that drift.
+//! for all its calls is not affected by that drift.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -208,8 +208,8 @@ async fn load_shedding_needs_concurrency() {
     );
 }
 
-/// A provider that serves ten requests at full speed and slows down by 50 ms for each
-/// request in flight beyond them.
+/// Returns the script of a provider that serves ten requests at full speed and slows
+/// down by 50 ms for each request in flight beyond them.
 fn queueing_provider() -> FaultScript {
     FaultScript {
         latency: Latency {
@@ -257,7 +257,7 @@ async fn adaptive_limit_backs_off_from_queueing_provider() {
         })
         .collect();
 
-    // Once the limit has settled, the provider sees far fewer than 40 at once.
+    // Once the limit has settled, the provider has far fewer than 40 in flight at once.
     tokio::time::sleep(Duration::from_secs(2)).await;
     upstream.reset_stats();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -277,7 +277,7 @@ async fn adaptive_limit_backs_off_from_queueing_provider() {
 }
 
 #[tokio::test]
-async fn client_leaving_the_queue_gets_its_rate_limit_back() {
+async fn leaving_queue_returns_rate_limit() {
     let upstream = slow_upstream(400).await;
     // Two requests pass the route's rate limit; the queued one that leaves must give
     // its place back.

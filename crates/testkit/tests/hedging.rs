@@ -27,8 +27,8 @@ async fn sim_with_latency(name: &str, millis: u64) -> SimHandle {
         .unwrap()
 }
 
-/// A route over `slow` then `fast` that hedges after `delay`, with `budget` as the
-/// retry settings.
+/// Writes a route over `slow` then `fast` that hedges after `delay`, with `retry` as
+/// the retry settings.
 fn config(slow: &SimHandle, fast: &SimHandle, delay: &str, retry: &str) -> String {
     format!(
         "{}{}[routes.chat]\nprimary = \"slow\"\nsecondaries = [\"fast\"]\nhedge_delay = \"{delay}\"\n\
@@ -95,7 +95,7 @@ async fn hedge_answers_and_cancels_slow_primary() {
     assert!(p50 < Duration::from_millis(400), "p50 {p50:?}");
 
     // Every primary attempt was cancelled: the provider saw each connection close
-    // before it answered.
+    // before it responded.
     assert!(
         eventually(Duration::from_secs(2), || slow.stats().disconnects == 20).await,
         "{:?}",
@@ -187,7 +187,7 @@ async fn percentile_delay_follows_recent_latency() {
     assert_eq!(reply.header("x-adpa-provider"), Some("slow"));
     assert_eq!(fast.stats().requests, 0);
 
-    // Twenty answers in about 100 ms set the median near 100 ms.
+    // Twenty responses in about 100 ms set the median near 100 ms.
     slow.set_script(with_latency(100)).unwrap();
     for (reply, _) in concurrent(addr, 20, false).await {
         assert_eq!(reply.header("x-adpa-provider"), Some("slow"));
@@ -205,7 +205,7 @@ async fn percentile_delay_follows_recent_latency() {
 }
 
 #[tokio::test]
-async fn both_failing_moves_on_and_hands_back_the_hedge_charge() {
+async fn both_failing_moves_on_with_charge_back() {
     let mut failing_slowly = with_latency(300);
     failing_slowly.faults = vec![status_fault(503)];
     let slow = SimHandle::start_local("slow", failing_slowly)
@@ -213,7 +213,7 @@ async fn both_failing_moves_on_and_hands_back_the_hedge_charge() {
         .unwrap();
     let broken = sim("broken", vec![status_fault(500)]).await;
     let healthy = sim("healthy", vec![]).await;
-    // The hedged target's token limit holds two requests' estimates: a charge that was
+    // The hedged target's token limit fits two requests' estimates: a charge that was
     // not handed back after a failed hedge would rule it out from the third request on.
     let config = format!(
         "{}{}[providers.broken.rate_limit]\nrequests_per_second = 100\nburst_size = 100\ntokens_per_minute = 20\n\
@@ -231,7 +231,7 @@ async fn both_failing_moves_on_and_hands_back_the_hedge_charge() {
         assert_eq!(reply.header("x-adpa-provider"), Some("healthy"));
         assert_eq!(reply.header("x-adpa-attempts"), Some("3"));
     }
-    // The first target answers 503, which is retryable, but with its hedge failed too
+    // The first target responds with 503, which is retryable, but with its hedge failed too
     // the request moved on at once instead of retrying it.
     assert_eq!(slow.stats().requests, 4);
     assert_eq!(broken.stats().requests, 4);

@@ -166,7 +166,7 @@ async fn key_priority_orders_the_concurrency_queue() {
     let holder = tokio::spawn(chat_timed(addr, batch.clone(), None));
     assert!(eventually(Duration::from_secs(2), || upstream.stats().requests == 1).await);
 
-    // The batch key asks for high priority, but its key does not allow the header: it
+    // The batch key requests high priority, but its key does not allow the header: it
     // stays low, and the interactive key, queued after it, goes first.
     let queued_batch = tokio::spawn(chat_timed(addr, batch, Some("high")));
     tokio::time::sleep(Duration::from_millis(30)).await;

@@ -25,7 +25,7 @@ use super::Target;
 pub(crate) struct Charge {
     target: Arc<Target>,
     tokens: u64,
-    /// What the reported quota counted down for this request.
+    /// The parts of the reported quota counted down for this request.
     quota: QuotaTaken,
     state: State,
 }

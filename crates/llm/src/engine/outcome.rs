@@ -24,10 +24,10 @@ pub struct AttemptRecord {
     pub status: Option<u16>,
     /// Time from the start of the attempt to its outcome, in milliseconds.
     pub duration_ms: u64,
-    /// The attempt was a hedge, started while an earlier attempt had not answered.
+    /// The attempt was a hedge, started while an earlier attempt had not responded.
     #[serde(skip_serializing_if = "is_false")]
     pub hedge: bool,
-    /// The attempt was dropped because another one answered first.
+    /// The attempt was dropped because another one responded first.
     #[serde(skip_serializing_if = "is_false")]
     pub cancelled: bool,
 }

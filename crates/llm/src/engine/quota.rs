@@ -20,7 +20,7 @@ struct Quotas {
     tokens: Option<Quota>,
 }
 
-/// What [`QuotaTracker::try_take`] counted down for one request.
+/// The quotas [`QuotaTracker::try_take`] counted down for one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct QuotaTaken {
     request: bool,
@@ -140,8 +140,8 @@ impl QuotaTracker {
     }
 }
 
-/// How a provider family names one quota: the remaining-count header, and the reset
-/// header with its format.
+/// The header names of one quota in a provider family: the remaining count, and the
+/// reset with its format.
 struct QuotaHeaders {
     remaining: &'static str,
     reset: &'static str,
@@ -169,7 +169,7 @@ const REQUEST_HEADERS: [QuotaHeaders; 2] = [
 ];
 
 /// Anthropic sends a combined count (its most restrictive token limit) besides input and
-/// output counts; the combined one is read first, the input one when it is missing.
+/// output counts. The combined one is read first, and the input one when it is missing.
 const TOKEN_HEADERS: [QuotaHeaders; 3] = [
     QuotaHeaders {
         remaining: "x-ratelimit-remaining-tokens",
@@ -352,7 +352,7 @@ mod tests {
     }
 
     #[test]
-    fn late_copy_of_a_report_keeps_the_lower_count() {
+    fn late_report_keeps_lower_count() {
         let tracker = QuotaTracker::default();
         let now = Instant::now();
         let report = headers(&[

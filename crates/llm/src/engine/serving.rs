@@ -450,7 +450,7 @@ impl<'a> Serving<'a> {
     /// Records an attempt dropped because the other one responded first. A first attempt
     /// counts towards its target's percentiles with the time it ran, a lower bound:
     /// leaving slow attempts out would make the target look faster than it is. A hedge
-    /// does not, because it was only cut short by an answer elsewhere.
+    /// does not, because it was only cut short by a response elsewhere.
     pub(crate) fn record_cancelled(&mut self, target: &Target, elapsed: Duration, hedge: bool) {
         if !hedge {
             target

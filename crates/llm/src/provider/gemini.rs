@@ -112,9 +112,9 @@ pub fn request_body(request: &ChatRequest) -> Result<Bytes, AttemptError> {
         body.insert("generationConfig".into(), Value::Object(generation));
     }
 
-    // `parametersJsonSchema` takes the JSON Schema of an OpenAI tool as it is, while
-    // `parameters` takes only Gemini's OpenAPI subset and has answered 400 to keys such
-    // as `additionalProperties`, `$schema` and `const`.
+    // `parametersJsonSchema` takes the JSON Schema of an OpenAI tool as it is. Under
+    // `parameters`, Gemini takes only its OpenAPI subset and has rejected keys such as
+    // `additionalProperties`, `$schema` and `const` with a 400.
     let declarations: Vec<Value> = functions(request)?
         .into_iter()
         .map(|(name, description, parameters)| {

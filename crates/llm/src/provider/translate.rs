@@ -81,9 +81,9 @@ pub(crate) fn max_tokens(request: &ChatRequest) -> Option<u64> {
         .and_then(|value| value.as_u64())
 }
 
-/// The function definitions of `tools`: name, description and parameters.
+/// Returns the function definitions of `tools`: name, description and parameters.
 ///
-/// The legacy `functions` and `function_call` fields are rejected rather than dropped:
+/// Rejects the legacy `functions` and `function_call` fields rather than dropping them:
 /// a client that sends them expects a `function_call` in the reply, which these
 /// formats cannot give, and a request without its functions would succeed wrongly.
 /// The error lets the request fail over to an OpenAI-compatible target.

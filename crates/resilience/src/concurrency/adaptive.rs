@@ -32,7 +32,7 @@
 //! A gradient suits LLM traffic better than AIMD on a latency threshold: latency differs
 //! by model and prompt size, so a fixed threshold would be wrong for most routes, while
 //! a ratio to the route's own baseline needs no setting. Providers also signal overload
-//! with errors (429, 529, 503, timeouts) rather than latency; such an error cuts the
+//! with errors (429, 529, 503, timeouts) rather than latency. Such an error cuts the
 //! limit by `DECREASE`, at most once per window, as TCP does once per round trip.
 
 use std::time::{Duration, Instant};

@@ -127,7 +127,7 @@ pub struct ConcurrencyLimiter {
 #[derive(Debug)]
 struct State {
     in_flight: u32,
-    /// The current limit: `max_concurrent`, or where the adaptive limit stands.
+    /// The current limit: `max_concurrent`, or the adaptive limit's current value.
     limit: u32,
     adaptive: Option<Gradient>,
     /// Waiters by (inverted priority, arrival), so the first entry is served next.
@@ -170,7 +170,7 @@ impl ConcurrencyLimiter {
         (state.in_flight, state.queue.len() as u32)
     }
 
-    /// Returns the current limit: `max_concurrent`, or where the adaptive limit stands.
+    /// Returns the current limit: `max_concurrent`, or the adaptive limit's current value.
     pub fn limit(&self) -> u32 {
         self.state.lock().limit
     }

@@ -231,7 +231,7 @@ async fn lowered_limit_drains_then_raised_limit_admits_waiters() {
     assert_eq!(limiter.usage(), (lowered, 1));
     assert!(!waiter.is_finished());
 
-    // Fast answers raise the limit again, which lets the waiter in at once.
+    // Fast responses raise the limit again, which lets the waiter in at once.
     report(Duration::from_millis(100), 100);
     assert!(limiter.limit() > lowered);
     assert_eq!(waiter.await.unwrap(), Ok(()));

@@ -17,7 +17,8 @@ const STEPS_PER_DOUBLING: f64 = 4.0;
 /// Bucket count: 2^(96/4) ms is more than four hours, beyond any request deadline.
 const BUCKETS: usize = 96;
 
-/// Samples needed before a percentile is reported; fewer say too little about a tail.
+/// Samples needed before a percentile is reported, because fewer tell little about a
+/// tail.
 pub const MIN_SAMPLES: u32 = 20;
 
 /// A sliding-window latency histogram.
@@ -110,8 +111,8 @@ impl LatencyHistogram {
     }
 }
 
-/// Bucket 0 holds everything up to one millisecond; bucket `i` holds latencies up to
-/// 2^(i/4) ms.
+/// Returns the bucket of a latency. Bucket 0 contains everything up to one millisecond,
+/// and bucket `i` latencies up to 2^(i/4) ms.
 fn bucket_of(latency: Duration) -> usize {
     let millis = latency.as_secs_f64() * 1000.0;
     if millis <= 1.0 {

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-/// The longest delay read from a server. Longer values are cut to it: a day is beyond any
-/// request deadline, and a value of 1e20 seconds would not fit in an `Instant`.
+/// The maximum delay read from a server. Longer values are cut to it, because a day is
+/// beyond any request deadline and a value of 1e20 seconds would not fit in an `Instant`.
 pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Converts seconds a server sent into a delay: `None` unless finite and not negative,

@@ -45,7 +45,7 @@ pub struct SimStats {
     pub completed: u64,
     /// Requests whose client closed the connection before the response ended.
     pub disconnects: u64,
-    /// The most requests in flight at once.
+    /// The maximum number of requests in flight at once.
     pub peak_in_flight: u64,
     /// Requests per injected fault, by fault label.
     pub faults: BTreeMap<String, u64>,
